@@ -1,0 +1,44 @@
+"""Prepare the Shakespeare dataset for character-level language modeling (nanoGPT's data/shakespeare_char/prepare.py).
+
+Downloads the tiny shakespeare text when input.txt is missing, or reads --input PATH (for machines with no network).
+Writes train.bin and val.bin (uint16 token ids) and meta.json (the vocabulary) next to this script.
+"""
+import argparse
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in a checkout
+from nanogpt_tg.prepare import prepare_file  # noqa: E402
+
+DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+HERE = Path(__file__).resolve().parent
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", help="a local copy of input.txt (no download)")
+    args = parser.parse_args()
+    input_file_path = HERE / "input.txt"
+    if args.input:
+        if not Path(args.input).is_file():
+            sys.exit(f"error: --input {args.input} not found; give the path of tiny shakespeare's input.txt")
+        if Path(args.input).resolve() != input_file_path:
+            shutil.copyfile(args.input, input_file_path)
+    elif not input_file_path.exists():
+        print(f"downloading {DATA_URL}")
+        try:
+            with urllib.request.urlopen(DATA_URL, timeout=30) as r:
+                input_file_path.write_bytes(r.read())
+        except OSError as e:
+            sys.exit(f"error: could not download the text ({e}); with no network, pass a local copy: "
+                     f"python data/shakespeare_char/prepare.py --input PATH/TO/input.txt")
+    try:
+        prepare_file(input_file_path, HERE)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Running a command: a user mistake ends in one line that says what to do, not a traceback from deep inside."""
+import os
+import sys
+
+from .checkpoint import CheckpointError
+from .config import ConfigError
+
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, FloatingPointError, OSError)
+
+
+def run(fn, *args):
+    """Call fn(*args); print a user error as `error: ...` and exit 1 (NANOGPT_TG_DEBUG=1 shows the traceback)."""
+    try:
+        return fn(*args)
+    except USER_ERRORS as e:
+        if os.environ.get("NANOGPT_TG_DEBUG"):
+            raise
+        sys.exit(f"error: {e}\n(set NANOGPT_TG_DEBUG=1 to see the traceback)")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")

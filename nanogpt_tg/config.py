@@ -1,0 +1,224 @@
+"""Run configuration: nanoGPT's knobs as frozen dataclasses, set by a preset file then `--key=value` overrides.
+
+Replaces nanoGPT's configurator.py, which exec()s the preset and the command line; here nothing is executed:
+a preset is a Python file of `key = literal` lines, read with the ast module.
+"""
+import ast
+import difflib
+import operator
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user mistake in a preset or on the command line; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # I/O
+    out_dir: str = "out"
+    eval_interval: int = 2000
+    log_interval: int = 1
+    eval_iters: int = 200
+    eval_only: bool = False  # if True, script exits right after the first eval
+    always_save_checkpoint: bool = True  # if True, always save a checkpoint after each eval
+    init_from: str = "scratch"  # 'scratch' or 'resume'
+    # wandb logging (accepted for nanoGPT compatibility; not used)
+    wandb_log: bool = False
+    wandb_project: str = "owt"
+    wandb_run_name: str = "gpt2"
+    # data
+    dataset: str = "openwebtext"
+    gradient_accumulation_steps: int = 5 * 8  # used to simulate larger batch sizes
+    batch_size: int = 12  # if gradient_accumulation_steps > 1, this is the micro-batch size
+    block_size: int = 1024
+    # model
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
+    bias: bool = False  # do we use bias inside LayerNorm and Linear layers?
+    # adamw optimizer
+    learning_rate: float = 6e-4  # max learning rate
+    max_iters: int = 600000  # total number of training iterations
+    weight_decay: float = 1e-1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # clip gradients at this value, or disable if == 0.0
+    # learning rate decay settings
+    decay_lr: bool = True  # whether to decay the learning rate
+    warmup_iters: int = 2000  # how many steps to warm up for
+    lr_decay_iters: int = 600000  # should be ~= max_iters per Chinchilla
+    min_lr: float = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+    # system
+    backend: str = "nccl"  # torch DDP only; not used
+    device: str = "auto"  # auto (what tinygrad finds), cpu, cuda, metal, cl, or any tinygrad device name
+    dtype: str = "float32"  # torch autocast only; training here is float32
+    compile: bool = True  # torch.compile only; tinygrad always compiles
+    seed: int = 1337
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    init_from: str = "resume"  # only 'resume' (from an out_dir) is supported
+    out_dir: str = "out"  # ignored if init_from is not 'resume'
+    start: str = "\n"  # or "<|endoftext|>" etc. Can also specify a file, use as: "FILE:prompt.txt"
+    num_samples: int = 10  # number of samples to draw
+    max_new_tokens: int = 500  # number of tokens generated in each sample
+    temperature: float = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random; 0 = greedy
+    top_k: int = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"  # torch autocast only; sampling here is float32
+    compile: bool = False  # torch.compile only; tinygrad always compiles
+
+
+# what nanoGPT's torch-only keys mean here, printed once when a run sets them
+TORCH_ONLY_NOTES = {
+    "compile": "note: --compile is torch.compile's switch; tinygrad always compiles its kernels, so it changes nothing here",
+    "dtype": "note: --dtype selects torch autocast in nanoGPT; this version computes in float32",
+    "backend": "note: --backend selects torch DDP's backend; not used here (one device)",
+    "wandb_log": "note: wandb logging is not supported; the log lines print to the terminal",
+    "wandb_project": "note: wandb logging is not supported; --wandb_project is ignored",
+    "wandb_run_name": "note: wandb logging is not supported; --wandb_run_name is ignored",
+}
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+
+
+def _literal(node: ast.AST) -> Any:
+    """A constant, or arithmetic on constants (nanoGPT presets write `gradient_accumulation_steps = 5 * 8`)."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_literal(node.left), _literal(node.right))
+    return ast.literal_eval(node)
+
+
+def read_preset(path: str | Path) -> dict[str, Any]:
+    """Read a nanoGPT-style preset file (`key = value` lines) without executing it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; presets live in config/, e.g. config/train_shakespeare_char.py")
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not a valid preset ({e.msg}); write one `key = value` per line") from None
+    values = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # a docstring
+        ok = isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+        try:
+            value = _literal(stmt.value) if ok else None
+        except (ValueError, TypeError, SyntaxError, ZeroDivisionError):
+            ok = False
+        if not ok:
+            line = ast.get_source_segment(source, stmt) or ""
+            raise ConfigError(f"{path}:{stmt.lineno}: `{line.strip()}` is not a `key = literal` line; presets are read, "
+                              "never executed, so write plain values (numbers, strings, True/False)")
+        values[stmt.targets[0].id] = value
+    return values
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--{key}={text} is not a valid bool (use True or False)")
+
+
+def _coerce(key: str, kind: type, value: Any) -> Any:
+    """Convert a preset value or command-line text to the field's type, or raise a ConfigError naming the key."""
+    if isinstance(value, str) and kind is not str:
+        if kind is bool:
+            return _parse_bool(key, value)
+        try:
+            value = _literal(ast.parse(value.strip(), mode="eval").body)
+        except (ValueError, TypeError, SyntaxError, ZeroDivisionError):
+            raise ConfigError(f"--{key}={value} is not a valid {kind.__name__}") from None
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}={value!r} must be a string (in a preset, put it in quotes)")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} is not a valid bool (use True or False)")
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}")
+
+
+def _unknown_key(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else "; run with --help to list the keys"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def help_text(cls: type, prog: str, usage: str) -> str:
+    """The --help page: usage, then every key with its default."""
+    lines = [f"usage: {prog} {usage}", "", "keys (nanoGPT's names and defaults):"]
+    for f in fields(cls):
+        lines.append(f"  --{f.name}={f.default!r}")
+    return "\n".join(lines)
+
+
+def parse_args(cls: type[T], argv: list[str], defaults: dict[str, Any] | None = None) -> tuple[T, list[str]]:
+    """Apply presets and --key=value overrides left to right over cls's defaults (and `defaults`).
+
+    Returns the config and the notes to print for nanoGPT's torch-only keys that were set.
+    """
+    known = {f.name: f.type for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in (defaults or {}).items():
+        values[key] = _coerce(key, known[key], value)
+    notes = []
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                raise ConfigError(f"{arg}: write overrides as --key=value (e.g. --{key or 'batch_size'}=32)")
+            items = [(key, text)]
+        else:
+            items = list(read_preset(arg).items())
+            print(f"Overriding config with {arg}:")
+            print(Path(arg).read_text(encoding="utf-8"))
+        for key, value in items:
+            if key not in known:
+                raise _unknown_key(key, list(known))
+            values[key] = _coerce(key, known[key], value)
+            if arg.startswith("--"):
+                print(f"Overriding: {key} = {values[key]!r}")
+                if key in TORCH_ONLY_NOTES:
+                    notes.append(TORCH_ONLY_NOTES[key])
+    return cls(**values), list(dict.fromkeys(notes))
+
+
+def cli(cls: type[T], prog: str, usage: str, argv: list[str] | None = None) -> T:
+    """Parse sys.argv for a command: --help prints the keys; a ConfigError exits with its one-line message."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(cls, prog, usage))
+        sys.exit(0)
+    try:
+        config, notes = parse_args(cls, argv)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    for note in notes:
+        print(note)
+    return config
+
+
+__all__ = ["ConfigError", "TrainConfig", "SampleConfig", "read_preset", "parse_args", "cli", "asdict", "replace"]

@@ -1,0 +1,68 @@
+"""Datasets: text to uint16 token files (nanoGPT's prepare.py), and random training windows sampled on the device."""
+import json
+from pathlib import Path
+
+import numpy as np
+from tinygrad import Tensor, dtypes
+
+from .tokenizer import CharTokenizer
+
+
+def prepare_text(text: str, out_dir: str | Path, block_size: int = 256) -> dict:
+    """Write train.bin / val.bin (uint16 tokens, first 90% / last 10%) and meta.json into out_dir.
+
+    Refuses a text whose validation split cannot fill one block of block_size + 1 tokens. Returns the counts.
+    """
+    tok = CharTokenizer.from_text(text)
+    if tok.vocab_size > 2**16:
+        raise ValueError(f"the text has {tok.vocab_size} distinct characters; token files hold uint16, at most 65536")
+    n = len(text)
+    train_data, val_data = text[: int(n * 0.9)], text[int(n * 0.9) :]
+    if len(val_data) < block_size + 1:
+        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_data):,} tokens, "
+                         f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
+                         f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_ids = np.array(tok.encode(train_data), dtype=np.uint16)
+    val_ids = np.array(tok.encode(val_data), dtype=np.uint16)
+    train_ids.tofile(out_dir / "train.bin")
+    val_ids.tofile(out_dir / "val.bin")
+    (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
+    return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file, every character kept; a clear error for a missing or non-UTF-8 file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} not found; pass --input with the path of a UTF-8 text file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
+
+
+def load_split(data_dir: str | Path, split: str) -> Tensor:
+    """A token file as a 1-D uint16 tensor on the default device."""
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; prepare the dataset first, e.g. "
+                                f"`python data/shakespeare_char/prepare.py` or `python -m nanogpt_tg.prepare --input FILE "
+                                f"--dataset {Path(data_dir).name}`")
+    if path.stat().st_size < 4 or path.stat().st_size % 2:
+        raise ValueError(f"{path} is not a uint16 token file ({path.stat().st_size} bytes); prepare the dataset again")
+    return Tensor(path, dtype=dtypes.uint16).to(None).realize()
+
+
+def get_batch(data: Tensor, batch_size: int, block_size: int) -> tuple[Tensor, Tensor]:
+    """Sample batch_size windows at random offsets; y is x shifted left by one. Both (batch_size, block_size) int32.
+
+    Runs on the device with tinygrad's RNG (Tensor.manual_seed), so it can live inside a jitted step.
+    """
+    n = data.shape[0]
+    assert n > block_size, f"{n} tokens cannot fill a block of {block_size} + 1"
+    ix = Tensor.randint(batch_size, low=0, high=n - block_size)  # (B,)
+    offsets = ix.reshape(batch_size, 1) + Tensor.arange(block_size + 1, dtype=dtypes.int32).reshape(1, -1)
+    windows = data[offsets.flatten()].reshape(batch_size, block_size + 1).cast(dtypes.int32)
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

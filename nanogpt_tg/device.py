@@ -1,0 +1,42 @@
+"""Device choice: nanoGPT's --device names (cpu, cuda, mps...) mapped onto tinygrad's (CPU, CUDA, METAL, CL)."""
+from tinygrad import Device
+from tinygrad.helpers import DEV
+
+ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
+           "opencl": "CL", "amd": "AMD", "nv": "NV"}
+
+NOT_FOR_COMPUTE = {"NULL", "NPY", "DISK", "PYTHON"}  # placeholders, file access, and a very slow emulator
+
+
+def set_device(name: str) -> str:
+    """Make `name` tinygrad's default device ('auto' keeps tinygrad's choice) and return its tinygrad name.
+
+    Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
+    """
+    previous = DEV.value
+    if name != "auto":
+        base, _, index = name.partition(":")
+        DEV.value = ALIASES.get(base.lower(), base.upper()) + (f":{index}" if index else "")
+    try:
+        device = Device.DEFAULT
+        Device[device]  # opens it: fails here, not deep inside the first kernel
+    except Exception as e:
+        DEV.value = previous
+        raise ValueError(f"--device={name}: tinygrad cannot open it ({type(e).__name__}: {e}); "
+                         f"devices that work here: {', '.join(available_devices()) or 'none'}"
+                         f"{' (the CPU device needs clang on PATH)' if name in ('auto', 'cpu') else ''}") from None
+    return device
+
+
+def available_devices() -> list[str]:
+    """The tinygrad devices that open on this machine, e.g. ['CPU'] or ['CUDA', 'CPU']."""
+    found = []
+    for dev in Device._devices:
+        if dev in NOT_FOR_COMPUTE:
+            continue
+        try:
+            Device[dev]
+            found.append(dev)
+        except Exception:
+            pass
+    return found

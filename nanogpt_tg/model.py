@@ -1,0 +1,158 @@
+"""The GPT language model: a line-for-line tinygrad port of nanoGPT's model.py.
+
+References: OpenAI's GPT-2 (tensorflow) and HuggingFace's transformers (pytorch), by way of nanoGPT.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tinygrad import Tensor, dtypes
+from tinygrad.nn import Linear, Embedding
+from tinygrad.nn.state import get_parameters, get_state_dict
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for efficiency
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # True: bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+
+
+class LayerNorm:
+    """LayerNorm with an optional bias (tinygrad's nn.LayerNorm has no bias=False)."""
+
+    def __init__(self, ndim: int, bias: bool):
+        self.weight = Tensor.ones(ndim)
+        self.bias = Tensor.zeros(ndim) if bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x.layernorm(eps=1e-5) * self.weight
+        return x + self.bias if self.bias is not None else x
+
+
+class CausalSelfAttention:
+    def __init__(self, config: GPTConfig):
+        assert config.n_embd % config.n_head == 0, f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}"
+        # key, query, value projections for all heads, in one batch
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # output projection
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+
+    def __call__(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape  # batch size, sequence length, embedding dimensionality (n_embd)
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = [t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
+        # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+        mask = Tensor.ones(T, T, dtype=dtypes.bool).tril()
+        # contiguous: otherwise the softmax is recomputed inside the matmul that reads it
+        att = mask.where(att, float("-inf")).softmax(-1).contiguous()
+        att = att.dropout(self.dropout)
+        y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
+        return self.c_proj(y).dropout(self.dropout)
+
+
+class MLP:
+    def __init__(self, config: GPTConfig):
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = self.c_fc(x).gelu(approximate="none").contiguous()  # exact (erf) GELU, as torch's nn.GELU()
+        return self.c_proj(x).dropout(self.dropout)
+
+
+class Block:
+    def __init__(self, config: GPTConfig):
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x).contiguous())
+        return x + self.mlp(self.ln_2(x).contiguous())
+
+
+class GPT:
+    def __init__(self, config: GPTConfig, seed: int = 1337, verbose: bool = True):
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = dict(
+            wte=Embedding(config.vocab_size, config.n_embd),
+            wpe=Embedding(config.block_size, config.n_embd),
+            h=[Block(config) for _ in range(config.n_layer)],
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        )
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying: https://paperswithcode.com/method/weight-tying
+        self.lm_head.weight = self.transformer["wte"].weight
+        self._init_weights(seed)
+        if verbose:
+            print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
+
+    def _init_weights(self, seed: int):
+        """nanoGPT's init: N(0, 0.02) weights, zero biases, residual projections at 0.02/sqrt(2 * n_layer).
+
+        Drawn in numpy and realized at once: lazily assigned random tensors gave every layer the same weights.
+        """
+        rng = np.random.default_rng(seed)
+        for name, p in self.state_dict().items():
+            if name.endswith("bias"):
+                value = np.zeros(p.shape, dtype=np.float32)
+            elif ".ln_" in name or name.startswith("transformer.ln_f"):
+                value = np.ones(p.shape, dtype=np.float32)
+            else:
+                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
+                value = rng.normal(0.0, std, size=p.shape).astype(np.float32)
+            p.replace(Tensor(value, device=p.device))
+        Tensor.realize(*self.parameters())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """nanoGPT's parameter names, each tensor once: the tied lm_head.weight is left out (it is wte's)."""
+        return {k: v for k, v in get_state_dict(self).items() if k != "lm_head.weight"}
+
+    def parameters(self) -> list[Tensor]:
+        return get_parameters(self.state_dict())
+
+    def get_num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the position embeddings are subtracted by default, as in nanoGPT."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer["wpe"].weight.numel()
+        return n_params
+
+    def estimate_mfu(self, fwdbwd_per_iter: int, dt: float) -> float:
+        """Model flops utilization in units of A100 bfloat16 peak FLOPS (312 TFLOPS), as nanoGPT reports it."""
+        # first estimate the number of flops we do per iteration; see PaLM paper Appendix B
+        N = self.get_num_params()
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        flops_per_token = 6 * N + 12 * L * H * Q * T
+        flops_per_iter = flops_per_token * T * fwdbwd_per_iter
+        return flops_per_iter / dt / 312e12
+
+    def __call__(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """idx, targets: (B, T) int32. Returns logits (B, T, vocab_size) and the mean cross-entropy loss (or None)."""
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"Cannot forward sequence of length {T}, block size is only {self.config.block_size}"
+        pos = Tensor.arange(T, dtype=dtypes.int32)  # shape (T)
+        tok_emb = self.transformer["wte"](idx)  # token embeddings of shape (B, T, n_embd)
+        pos_emb = self.transformer["wpe"](pos)  # position embeddings of shape (T, n_embd)
+        x = (tok_emb + pos_emb).dropout(self.config.dropout)
+        for block in self.transformer["h"]:
+            x = block(x)
+        x = self.transformer["ln_f"](x)
+        # unlike nanoGPT, logits for every position also at inference: the fixed-shape sampler reads any position
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = logits.reshape(-1, logits.shape[-1]).sparse_categorical_crossentropy(targets.reshape(-1))
+        return logits, loss

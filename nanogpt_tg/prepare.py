@@ -1,0 +1,34 @@
+"""Turn any UTF-8 text file into a character-level dataset: python -m nanogpt_tg.prepare --input FILE --dataset NAME."""
+import argparse
+import sys
+from pathlib import Path
+
+from .data import prepare_text, read_text
+
+
+def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 256) -> dict:
+    """Read input_path (UTF-8), write train.bin, val.bin and meta.json into out_dir, and report the counts."""
+    text = read_text(input_path)
+    print(f"length of dataset in characters: {len(text):,}")
+    counts = prepare_text(text, out_dir, block_size=block_size)
+    print(f"vocab size: {counts['vocab_size']:,}")
+    print(f"train has {counts['train_tokens']:,} tokens")
+    print(f"val has {counts['val_tokens']:,} tokens")
+    print(f"wrote {Path(out_dir)}/train.bin, val.bin, meta.json; train with --dataset={Path(out_dir).name}")
+    return counts
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(prog="python -m nanogpt_tg.prepare", description=__doc__)
+    parser.add_argument("--input", required=True, help="a UTF-8 text file")
+    parser.add_argument("--dataset", required=True, help="dataset name: files go to data/NAME/, train with --dataset=NAME")
+    parser.add_argument("--block_size", type=int, default=256, help="refuse texts too short for one block (default 256)")
+    args = parser.parse_args(argv)
+    try:
+        prepare_file(args.input, Path("data") / args.dataset, args.block_size)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
