@@ -122,7 +122,7 @@ class Interrupt:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train per cfg (nanoGPT's train.py); returns {'iter_num', 'best_val_loss', 'losses'} for tests and notebooks."""
+    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model."""
     device = set_device(cfg.device)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
@@ -233,4 +233,4 @@ def train(cfg: TrainConfig) -> dict:
             # termination conditions
             if iter_num > cfg.max_iters:
                 break
-    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "losses": losses_log}
+    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "losses": losses_log, "model": model}

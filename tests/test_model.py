@@ -1,0 +1,112 @@
+"""The tinygrad GPT against an independent float64 numpy reference (tests/reference.py), plus its invariants."""
+import math
+
+import numpy as np
+import pytest
+from tinygrad import Tensor, dtypes
+
+import reference
+from nanogpt_tg.model import GPT, GPTConfig
+
+TINY = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=True)
+
+
+def with_big_weights(config: GPTConfig, seed: int = 0) -> tuple[GPT, dict]:
+    """A model with O(1) weights (std 0.5), where exact and tanh GELU differ visibly, and its weights in float64."""
+    model = GPT(config, verbose=False)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, p in model.state_dict().items():
+        w = rng.normal(0.0, 0.5, size=p.shape)
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            w += 1.0
+        weights[name] = w
+        p.replace(Tensor(w.astype(np.float32)))
+    Tensor.realize(*model.parameters())
+    return model, weights
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_logits_loss_and_every_gradient_match_numpy_reference(bias):
+    config = GPTConfig(**{**TINY.__dict__, "bias": bias})
+    model, weights = with_big_weights(config, seed=1 if bias else 2)
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, config.vocab_size, size=(2, 6))
+    targets = rng.integers(0, config.vocab_size, size=(2, 6))
+    logits, loss = model(Tensor(idx, dtype=dtypes.int32), Tensor(targets, dtype=dtypes.int32))
+    loss.backward()
+
+    ref_logits = reference.forward(weights, idx, config.n_head)
+    # float32 against float64 with O(1) logits: 1e-4 absolute
+    np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-4, rtol=1e-4)
+    assert abs(loss.item() - reference.cross_entropy(ref_logits, targets)) < 1e-4
+
+    ref_grads = reference.numerical_grads(weights, idx, targets, config.n_head)
+    assert set(ref_grads) == set(model.state_dict())
+    for name, p in model.state_dict().items():
+        # central differences in float64 are good to ~1e-9; the float32 analytic gradient to ~1e-5
+        np.testing.assert_allclose(p.grad.numpy(), ref_grads[name], atol=2e-5, rtol=1e-3, err_msg=name)
+
+
+def test_gelu_is_exact_not_tanh():
+    x = Tensor([-3.0, -1.0, 0.5, 2.0])
+    exact = reference.gelu(np.array([-3.0, -1.0, 0.5, 2.0]))
+    np.testing.assert_allclose(x.gelu(approximate="none").numpy(), exact, atol=1e-6)
+    assert np.abs(x.gelu().numpy() - exact).max() > 1e-4  # the tanh default would be caught
+
+
+def test_causal_future_tokens_do_not_change_past_logits():
+    model, _ = with_big_weights(TINY, seed=4)
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, TINY.vocab_size, size=(1, 8))
+    b = a.copy()
+    b[:, 5:] = (b[:, 5:] + 1) % TINY.vocab_size
+    la = model(Tensor(a, dtype=dtypes.int32))[0].numpy()
+    lb = model(Tensor(b, dtype=dtypes.int32))[0].numpy()
+    np.testing.assert_allclose(la[:, :5], lb[:, :5], atol=1e-6)  # past: unchanged
+    assert np.abs(la[:, 5:] - lb[:, 5:]).max() > 1e-3  # future: changed
+
+
+def test_sequence_longer_than_block_size_raises():
+    model = GPT(TINY, verbose=False)
+    with pytest.raises(AssertionError, match="block size"):
+        model(Tensor.zeros(1, 9, dtype=dtypes.int32))
+
+
+def test_init_statistics_and_loss_near_ln_vocab():
+    config = GPTConfig(block_size=32, vocab_size=65, n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=False)
+    model = GPT(config, seed=0, verbose=False)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert abs(sd["transformer.wte.weight"].std() - 0.02) < 0.002
+    assert abs(sd["transformer.h.0.attn.c_attn.weight"].std() - 0.02) < 0.002
+    assert abs(sd["transformer.h.0.mlp.c_proj.weight"].std() - 0.02 / math.sqrt(2 * 4)) < 0.001
+    np.testing.assert_array_equal(sd["transformer.h.0.ln_1.weight"], 1.0)
+    assert "transformer.h.0.ln_1.bias" not in sd  # bias=False: bias-free LayerNorm and Linear
+    assert model.lm_head.weight is model.transformer["wte"].weight  # tied
+    idx = np.random.default_rng(0).integers(0, 65, size=(4, 32))
+    _, loss = model(Tensor(idx, dtype=dtypes.int32), Tensor(np.roll(idx, -1, 1), dtype=dtypes.int32))
+    assert abs(loss.item() - math.log(65)) < 0.05  # ln(65) = 4.174
+
+
+def test_no_two_layers_share_initial_weights():
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=3, n_head=2, n_embd=8, bias=True), verbose=False)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    for name in [k for k in sd if k.startswith("transformer.h.0.") and k.endswith("weight") and "ln_" not in k]:
+        for other in (name.replace(".h.0.", ".h.1."), name.replace(".h.0.", ".h.2.")):
+            assert not np.array_equal(sd[name], sd[other]), f"{name} and {other} start equal"
+    assert not np.array_equal(sd["transformer.wte.weight"][:8], sd["transformer.wpe.weight"][:8])
+
+
+def test_parameter_count_like_nanogpt():
+    preset = GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False)
+    assert round(GPT(preset, verbose=False).get_num_params() / 1e6, 2) == 10.65
+    cpu = GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, bias=False)
+    assert round(GPT(cpu, verbose=False).get_num_params() / 1e6, 2) == 0.80
+
+
+def test_parameter_names_are_nanogpts():
+    names = set(GPT(TINY, verbose=False).state_dict())
+    for n in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.1.ln_1.bias",
+              "transformer.h.1.attn.c_attn.weight", "transformer.h.1.attn.c_proj.bias", "transformer.h.1.mlp.c_fc.weight",
+              "transformer.h.1.mlp.c_proj.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias"]:
+        assert n in names

@@ -1,0 +1,104 @@
+"""Training: the schedule the jitted step really uses, learning a periodic stream, checkpoints, resume."""
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+from tinygrad import Tensor, dtypes
+
+from nanogpt_tg.checkpoint import load_checkpoint, save_checkpoint
+from nanogpt_tg.config import TrainConfig
+from nanogpt_tg.data import prepare_text, load_split
+from nanogpt_tg.model import GPT, GPTConfig
+from nanogpt_tg.sample import load_model
+from nanogpt_tg.train import configure_optimizer, get_lr, make_train_step, set_lr, train
+
+PERIOD = "abcdefghij"
+BASE = dict(dataset="periodic", device="cpu", n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=8,
+            gradient_accumulation_steps=1, dropout=0.0, bias=False, learning_rate=1e-2, min_lr=1e-3, warmup_iters=5,
+            eval_interval=30, eval_iters=4, log_interval=1, beta2=0.99, always_save_checkpoint=True)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory with data/periodic/: a stream that repeats every 10 characters; tests chdir into it."""
+    d = tmp_path_factory.mktemp("train")
+    prepare_text(PERIOD * 300, d / "data" / "periodic", block_size=8)
+    old = os.getcwd()
+    os.chdir(d)
+    yield d
+    os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    cfg = TrainConfig(**BASE, out_dir=str(workdir / "out"), max_iters=60, lr_decay_iters=60)
+    return cfg, train(cfg)
+
+
+def test_nanogpt_schedule_values():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=5000)
+    assert get_lr(0, cfg) == pytest.approx(1e-3 * 1 / 101)  # nanoGPT's (it+1)/(warmup_iters+1)
+    assert get_lr(99, cfg) == pytest.approx(1e-3 * 100 / 101)
+    assert get_lr(100, cfg) == pytest.approx(1e-3)
+    assert get_lr(2550, cfg) == pytest.approx(1e-4 + 0.5 * 0.9e-3)  # half way down the cosine
+    assert get_lr(5000, cfg) == pytest.approx(1e-4)
+    assert get_lr(6000, cfg) == 1e-4
+    assert get_lr(7, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+
+
+def test_jitted_step_uses_the_scheduled_lr(workdir):
+    """With beta1 = beta2 = 0, AdamW moves a non-decayed weight by exactly lr * sign(grad): read lr off the update."""
+    cfg = TrainConfig(**{**BASE, "beta1": 0.0, "beta2": 0.0, "learning_rate": 1e-2, "min_lr": 1e-3,
+                         "warmup_iters": 3, "lr_decay_iters": 8, "grad_clip": 1.0})
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, bias=False), verbose=False)
+    optimizer = configure_optimizer(model, cfg)
+    step = make_train_step(model, optimizer, load_split("data/periodic", "train"), cfg)
+    ln_f = model.transformer["ln_f"].weight
+    for it in range(10):  # call 1 runs eagerly, 2 captures, 3+ replay the jit
+        lr = get_lr(it, cfg)
+        set_lr(optimizer, lr)
+        before = ln_f.numpy().copy()
+        step()
+        moved = np.abs(ln_f.numpy() - before)
+        moved = moved[moved > 0]  # a weight whose gradient is exactly 0 does not move
+        # |g| >> eps = 1e-8 here, so each move is lr * |g| / (|g| + eps) = lr to float32 precision
+        np.testing.assert_allclose(moved, lr, rtol=1e-4, err_msg=f"iter {it}")
+
+
+def test_short_run_learns_a_periodic_stream(trained):
+    cfg, result = trained
+    losses = result["losses"]
+    assert [entry["iter"] for entry in losses] == [0, 30, 60]
+    assert abs(losses[0]["val"] - math.log(10)) < 0.2  # starts near ln(vocab)
+    assert losses[-1]["val"] < 0.3  # the next character is a function of the current one: learnable to ~0
+    assert result["iter_num"] == 61
+
+
+def test_checkpoint_round_trip_gives_identical_logits(trained, tmp_path):
+    cfg, result = trained
+    model = result["model"]
+    save_checkpoint(tmp_path, model, None, {"model_args": {**model.config.__dict__}, "iter_num": 5,
+                                             "best_val_loss": 1.0, "config": {}, "meta": {"itos": list(PERIOD)}})
+    loaded, tok, info = load_model(tmp_path)
+    idx = Tensor(np.arange(8).reshape(1, 8) % 10, dtype=dtypes.int32)
+    np.testing.assert_array_equal(model(idx)[0].numpy(), loaded(idx)[0].numpy())  # bit-identical
+    assert info["iter_num"] == 5 and tok.itos == list(PERIOD)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_resume_continues_the_iteration_count(trained, capsys):
+    cfg, result = trained
+    arrays, info = load_checkpoint(cfg.out_dir)
+    assert info["iter_num"] == 60 and info["best_val_loss"] == pytest.approx(result["losses"][-1]["val"])
+    assert any(k.endswith(".exp_avg") for k in arrays)  # AdamW moments are saved for resume
+    capsys.readouterr()
+    resumed = train(TrainConfig(**{**BASE, "init_from": "resume", "out_dir": cfg.out_dir, "max_iters": 65,
+                                   "lr_decay_iters": 60}))
+    out = capsys.readouterr().out
+    iters = [int(m) for m in re.findall(r"^iter (\d+):", out, re.M)]
+    assert iters == [60, 61, 62, 63, 64, 65]
+    first_loss = float(re.search(r"^iter 60: loss ([\d.]+)", out, re.M).group(1))
+    assert first_loss < 0.5  # the trained weights were loaded, not a fresh init (~2.3)
+    assert resumed["iter_num"] == 66
