@@ -163,7 +163,8 @@ def train(cfg: TrainConfig) -> dict:
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
         cfg = replace(cfg, block_size=model_args["block_size"])
     else:
-        raise ValueError(f"--init_from={cfg.init_from} is not supported; use scratch or resume")
+        hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
+        raise ValueError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
     gptconf = GPTConfig(**model_args)
     model = GPT(gptconf, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
