@@ -15,7 +15,8 @@ from tinygrad import Tensor
 
 CKPT_NAME = "ckpt.safetensors"
 FORMAT, VERSION = "nanogpt-tg", 1
-_DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64, "U16": np.uint16, "U8": np.uint8}
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64, "U32": np.uint32, "U16": np.uint16,
+           "U8": np.uint8}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
@@ -87,14 +88,15 @@ def optimizer_state(model, optimizer) -> dict[str, Tensor]:
     return state
 
 
-def save_checkpoint(out_dir: str | Path, model, optimizer, info: dict) -> Path:
-    """Save weights, optimizer state and info (model_args, iter_num, best_val_loss, config, vocabulary)."""
+def save_checkpoint(out_dir: str | Path, model, optimizer, info: dict, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Save weights, optimizer state, extra arrays (e.g. the RNG state) and info (model_args, iter_num,
+    best_val_loss, config, vocabulary)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         tensors.update(optimizer_state(model, optimizer))
-    arrays = {k: v.numpy() for k, v in tensors.items()}
+    arrays = {k: v.numpy() for k, v in tensors.items()} | (extra or {})
     path = out_dir / CKPT_NAME
     write_safetensors(path, arrays, {FORMAT: json.dumps({"format": FORMAT, "version": VERSION, **info})})
     return path

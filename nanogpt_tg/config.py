@@ -206,6 +206,43 @@ def parse_args(cls: type[T], argv: list[str], defaults: dict[str, Any] | None = 
     return cls(**values), list(dict.fromkeys(notes))
 
 
+def check_train_config(cfg: TrainConfig):
+    """Refuse values that cannot train, before anything compiles; each ConfigError names the key."""
+    positive = ["eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size",
+                "block_size", "n_layer", "n_head", "n_embd", "learning_rate"]
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"--{key}={getattr(cfg, key)} must be positive")
+    for key in ["max_iters", "weight_decay", "grad_clip", "warmup_iters", "min_lr"]:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"--{key}={getattr(cfg, key)} must be zero or more")
+    if cfg.n_embd % cfg.n_head:
+        raise ConfigError(f"--n_embd={cfg.n_embd} is not divisible by --n_head={cfg.n_head}; "
+                          f"pick n_embd a multiple of n_head, e.g. --n_embd={cfg.n_embd // cfg.n_head * cfg.n_head or cfg.n_head}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"--dropout={cfg.dropout} must be in [0, 1)")
+    for key in ["beta1", "beta2"]:
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"--{key}={getattr(cfg, key)} must be in [0, 1)")
+    if cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
+        raise ConfigError(f"--lr_decay_iters={cfg.lr_decay_iters} must be larger than --warmup_iters={cfg.warmup_iters}"
+                          " (or set --decay_lr=False)")
+    if cfg.init_from not in ("scratch", "resume"):
+        hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
+        raise ConfigError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
+
+
+def check_sample_config(cfg: SampleConfig):
+    """Refuse sampling values that cannot work; each ConfigError names the key."""
+    if cfg.init_from != "resume":
+        raise ConfigError(f"--init_from={cfg.init_from} is not supported; sample from a checkpoint with --out_dir=DIR")
+    for key in ["max_new_tokens", "num_samples", "top_k"]:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"--{key}={getattr(cfg, key)} must be at least 1" + (" (1 is greedy)" if key == "top_k" else ""))
+    if cfg.temperature < 0:
+        raise ConfigError(f"--temperature={cfg.temperature} must be >= 0 (0 is greedy)")
+
+
 def cli(cls: type[T], prog: str, usage: str, argv: list[str] | None = None) -> T:
     """Parse sys.argv for a command: --help prints the keys; a ConfigError exits with its one-line message."""
     argv = sys.argv[1:] if argv is None else argv

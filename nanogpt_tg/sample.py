@@ -5,7 +5,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
 from .checkpoint import load_checkpoint, load_weights
-from .config import SampleConfig
+from .config import SampleConfig, check_sample_config
 from .device import set_device
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer
@@ -74,16 +74,7 @@ def read_start(start: str) -> str:
 
 def sample(cfg: SampleConfig) -> list[str]:
     """nanoGPT's sample.py: print num_samples completions of the start text; returns them."""
-    if cfg.init_from != "resume":
-        raise ValueError(f"--init_from={cfg.init_from} is not supported; sample from a checkpoint with --out_dir=DIR")
-    if cfg.max_new_tokens < 1:
-        raise ValueError(f"--max_new_tokens={cfg.max_new_tokens}: must be at least 1")
-    if cfg.num_samples < 1:
-        raise ValueError(f"--num_samples={cfg.num_samples}: must be at least 1")
-    if cfg.temperature < 0:
-        raise ValueError(f"--temperature={cfg.temperature}: must be >= 0 (0 is greedy)")
-    if cfg.top_k < 1:
-        raise ValueError(f"--top_k={cfg.top_k}: must be at least 1 (1 is greedy)")
+    check_sample_config(cfg)
     set_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir)
     start_ids = tokenizer.encode(read_start(cfg.start))

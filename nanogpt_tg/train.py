@@ -11,9 +11,9 @@ import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 
-from .checkpoint import load_checkpoint, load_optimizer, load_weights, save_checkpoint
-from .config import TrainConfig
-from .data import get_batch, load_split
+from .checkpoint import CKPT_NAME, load_checkpoint, load_optimizer, load_weights, save_checkpoint
+from .config import ConfigError, TrainConfig, check_train_config
+from .data import get_batch, load_split, rng_state, set_rng_state
 from .device import set_device
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer
@@ -121,13 +121,25 @@ class Interrupt:
             signal.signal(s, handler)
 
 
+def check_writable(out_dir: Path):
+    """Fail before any compile when out_dir cannot hold checkpoints."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out_dir={out_dir} cannot be written ({e.strerror or e}); choose a writable directory") from None
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model."""
+    check_train_config(cfg)
     device = set_device(cfg.device)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
     Tensor.manual_seed(cfg.seed)
 
     # data: the token files as tensors on the device; windows are sampled inside the jitted steps
@@ -141,7 +153,7 @@ def train(cfg: TrainConfig) -> dict:
     splits = {split: load_split(data_dir, split) for split in ("train", "val")}
     for split, data in splits.items():
         if data.shape[0] <= cfg.block_size:
-            raise ValueError(f"block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
+            raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
                              f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
 
     # model init
@@ -162,25 +174,32 @@ def train(cfg: TrainConfig) -> dict:
                              f"resume with the dataset it was trained on ({info['config'].get('dataset')})")
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
         cfg = replace(cfg, block_size=model_args["block_size"])
-    else:
-        hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
-        raise ValueError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
     gptconf = GPTConfig(**model_args)
     model = GPT(gptconf, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
     if arrays is not None:
         load_weights(model, arrays, out_dir / "ckpt.safetensors")
         load_optimizer(model, optimizer, arrays, out_dir / "ckpt.safetensors")
-        Tensor.manual_seed(cfg.seed + iter_num)  # fresh batches, not a replay of the first run's
+        if "rng.state" in arrays:  # batches and dropout go on exactly where the interrupted run was
+            set_rng_state(device, arrays["rng.state"])
+        else:
+            Tensor.manual_seed(cfg.seed + iter_num)  # fresh batches, not a replay of the first run's
+    last_saved = f"{out_dir / CKPT_NAME} (iter {iter_num})" if arrays is not None else "none saved yet"
 
     train_step = make_train_step(model, optimizer, splits["train"], cfg)
     eval_steps = {split: make_eval_step(model, data, cfg) for split, data in splits.items()}
 
-    def checkpoint():
+    def checkpoint(rng: np.ndarray | None) -> str:
+        """Save the run as it stands before iteration iter_num, with the RNG state `rng` of that moment."""
         info = dict(model_args=model_args, iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg),
                     meta=tokenizer.meta(), device=device)
         print(f"saving checkpoint to {out_dir}")
-        save_checkpoint(out_dir, model, optimizer, info)
+        save_checkpoint(out_dir, model, optimizer, info, {"rng.state": rng} if rng is not None else None)
+        return f"{out_dir / CKPT_NAME} (iter {iter_num})"
+
+    def diverged(what: str, value: float) -> FloatingPointError:
+        return FloatingPointError(f"{what} is {value} at iter {iter_num}; training diverged. The last good checkpoint, "
+                                  f"{last_saved}, is untouched; lower --learning_rate or --grad_clip and resume from it")
 
     # training loop
     losses_log = []
@@ -195,16 +214,16 @@ def train(cfg: TrainConfig) -> dict:
 
             # evaluate the loss on train/val sets and write checkpoints
             if iter_num % cfg.eval_interval == 0:
+                rng_before_eval = rng_state(device)  # a resume from here repeats this eval, then the step
                 losses = estimate_loss(eval_steps, cfg.eval_iters)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": iter_num, **losses})
                 if not math.isfinite(losses["val"]):
-                    raise FloatingPointError(f"val loss is {losses['val']} at iter {iter_num}; training diverged. "
-                                             f"The last good checkpoint in {out_dir} is untouched; lower --learning_rate")
+                    raise diverged("val loss", losses["val"])
                 if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"]) if not cfg.always_save_checkpoint else losses["val"]
+                    best_val_loss = losses["val"]
                     if iter_num > 0:
-                        checkpoint()
+                        last_saved = checkpoint(rng_before_eval)
             if iter_num == 0 and cfg.eval_only:
                 break
 
@@ -221,14 +240,13 @@ def train(cfg: TrainConfig) -> dict:
                     mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
                 print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%")
-                if not math.isfinite(lossf):
-                    raise FloatingPointError(f"loss is {lossf} at iter {iter_num}; training diverged. The last good "
-                                             f"checkpoint in {out_dir} is untouched; lower --learning_rate")
+            if not math.isfinite(lossf):
+                raise diverged("loss", lossf)
             iter_num += 1
             local_iter_num += 1
 
             if interrupt.requested:
-                checkpoint()
+                checkpoint(rng_state(device))
                 print(f"stopped by {interrupt.requested} at iter {iter_num}; resume with --init_from=resume")
                 sys.exit(130)
             # termination conditions
