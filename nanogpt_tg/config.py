@@ -74,6 +74,7 @@ class SampleConfig:
     top_k: int = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability
     seed: int = 1337
     device: str = "auto"
+    meta: str = ""  # vocabulary of a nanoGPT ckpt.pt (meta.pkl or meta.json); default: data/<dataset>/meta.pkl
     dtype: str = "float32"  # torch autocast only; sampling here is float32
     compile: bool = False  # torch.compile only; tinygrad always compiles
 

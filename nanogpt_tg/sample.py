@@ -4,18 +4,19 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_weights
+from .nanogpt_ckpt import load_any_checkpoint
 from .config import SampleConfig, check_sample_config
 from .device import set_device
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer
 
 
-def load_model(out_dir: str | Path) -> tuple[GPT, CharTokenizer, dict]:
-    """The model and tokenizer saved in out_dir/ckpt.safetensors, and the checkpoint's info."""
-    arrays, info = load_checkpoint(out_dir)
+def load_model(out_dir: str | Path, meta_path: str | Path | None = None) -> tuple[GPT, CharTokenizer, dict]:
+    """The model and tokenizer saved in out_dir (our ckpt.safetensors, or nanoGPT's ckpt.pt), and the checkpoint's info."""
+    arrays, info = load_any_checkpoint(out_dir, meta_path)
     model = GPT(GPTConfig(**{**info["model_args"], "dropout": 0.0}))
-    load_weights(model, arrays, Path(out_dir) / "ckpt.safetensors")
+    load_weights(model, arrays, out_dir)
     return model, CharTokenizer.from_meta(info["meta"]), info
 
 
@@ -76,7 +77,7 @@ def sample(cfg: SampleConfig) -> list[str]:
     """nanoGPT's sample.py: print num_samples completions of the start text; returns them."""
     check_sample_config(cfg)
     set_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir)
+    model, tokenizer, _ = load_model(cfg.out_dir, cfg.meta or None)
     start_ids = tokenizer.encode(read_start(cfg.start))
     if not start_ids:
         raise ValueError("--start is empty; give at least one character, e.g. --start=\"\\n\"")

@@ -11,11 +11,12 @@ import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 
-from .checkpoint import CKPT_NAME, load_checkpoint, load_optimizer, load_weights, save_checkpoint
+from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, rng_state, set_rng_state
 from .device import set_device
 from .model import GPT, GPTConfig
+from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .tokenizer import CharTokenizer
 
 
@@ -145,10 +146,12 @@ def train(cfg: TrainConfig) -> dict:
     # data: the token files as tensors on the device; windows are sampled inside the jitted steps
     data_dir = Path("data") / cfg.dataset
     meta_path = data_dir / "meta.json"
+    if not meta_path.is_file() and (data_dir / "meta.pkl").is_file():
+        meta_path = data_dir / "meta.pkl"  # a dataset prepared by nanoGPT itself
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found; prepare the dataset first: python data/{cfg.dataset}/prepare.py"
                                 f" (or python -m nanogpt_tg.prepare --input FILE --dataset {cfg.dataset})")
-    tokenizer = CharTokenizer.load(meta_path)
+    tokenizer = CharTokenizer.from_meta(read_vocabulary(meta_path))
     print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
     splits = {split: load_split(data_dir, split) for split in ("train", "val")}
     for split, data in splits.items():
@@ -165,7 +168,7 @@ def train(cfg: TrainConfig) -> dict:
         print("Initializing a new model from scratch")
     elif cfg.init_from == "resume":
         print(f"Resuming training from {out_dir}")
-        arrays, info = load_checkpoint(out_dir)
+        arrays, info = load_any_checkpoint(out_dir)  # ours, or nanoGPT's ckpt.pt
         # force these config attributes to be equal otherwise we can't even resume training
         for k in ["n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"]:
             model_args[k] = info["model_args"][k]
@@ -178,8 +181,8 @@ def train(cfg: TrainConfig) -> dict:
     model = GPT(gptconf, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
     if arrays is not None:
-        load_weights(model, arrays, out_dir / "ckpt.safetensors")
-        load_optimizer(model, optimizer, arrays, out_dir / "ckpt.safetensors")
+        load_weights(model, arrays, out_dir)
+        load_optimizer(model, optimizer, arrays, out_dir)
         if "rng.state" in arrays:  # batches and dropout go on exactly where the interrupted run was
             set_rng_state(device, arrays["rng.state"])
         else:
