@@ -16,6 +16,7 @@ from .config import TrainConfig
 from .data import get_batch, load_split
 from .device import set_device
 from .model import GPT, GPTConfig
+from .progress import ETA, progress
 from .tokenizer import CharTokenizer
 
 
@@ -97,7 +98,8 @@ def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig):
 
 def estimate_loss(eval_steps: dict, eval_iters: int) -> dict[str, float]:
     """Mean loss over eval_iters random batches of each split (nanoGPT's estimate_loss)."""
-    return {split: float(np.mean([step().item() for _ in range(eval_iters)])) for split, step in eval_steps.items()}
+    return {split: float(np.mean([step().item() for _ in progress(range(eval_iters), f"eval {split}", unit="batches")]))
+            for split, step in eval_steps.items()}
 
 
 class Interrupt:
@@ -183,6 +185,7 @@ def train(cfg: TrainConfig) -> dict:
         save_checkpoint(out_dir, model, optimizer, info)
 
     # training loop
+    eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
     losses_log = []
     t0 = time.time()
     local_iter_num = 0  # number of iterations in the lifetime of this process
@@ -220,7 +223,8 @@ def train(cfg: TrainConfig) -> dict:
                 if local_iter_num >= 5:  # let the training loop settle a bit
                     mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-                print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%")
+                print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
+                      f"{eta.suffix(iter_num)}")
                 if not math.isfinite(lossf):
                     raise FloatingPointError(f"loss is {lossf} at iter {iter_num}; training diverged. The last good "
                                              f"checkpoint in {out_dir} is untouched; lower --learning_rate")
