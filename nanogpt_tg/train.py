@@ -15,6 +15,7 @@ from .checkpoint import load_checkpoint, load_optimizer, load_weights, save_chec
 from .config import TrainConfig
 from .data import get_batch, load_split
 from .device import set_device
+from .metrics import MetricsLog
 from .model import GPT, GPTConfig
 from .progress import ETA, progress
 from .tokenizer import CharTokenizer
@@ -123,8 +124,11 @@ class Interrupt:
             signal.signal(s, handler)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model."""
+def train(cfg: TrainConfig, on_metrics=None) -> dict:
+    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model.
+
+    Appends to out_dir/metrics.jsonl as it goes; on_metrics(record), if given, sees each record too (a live plot).
+    """
     device = set_device(cfg.device)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
@@ -185,6 +189,7 @@ def train(cfg: TrainConfig) -> dict:
         save_checkpoint(out_dir, model, optimizer, info)
 
     # training loop
+    metrics = MetricsLog(out_dir, iter_num, cfg.init_from, on_record=on_metrics)
     eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
     losses_log = []
     t0 = time.time()
@@ -201,6 +206,7 @@ def train(cfg: TrainConfig) -> dict:
                 losses = estimate_loss(eval_steps, cfg.eval_iters)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": iter_num, **losses})
+                metrics.log("eval", iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
                 if not math.isfinite(losses["val"]):
                     raise FloatingPointError(f"val loss is {losses['val']} at iter {iter_num}; training diverged. "
                                              f"The last good checkpoint in {out_dir} is untouched; lower --learning_rate")
@@ -225,6 +231,8 @@ def train(cfg: TrainConfig) -> dict:
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
                 print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
                       f"{eta.suffix(iter_num)}")
+                metrics.log("iter", iter_num, loss=lossf, lr=lr, ms_per_iter=dt * 1000,
+                            tokens_per_s=tokens_per_iter / dt)
                 if not math.isfinite(lossf):
                     raise FloatingPointError(f"loss is {lossf} at iter {iter_num}; training diverged. The last good "
                                              f"checkpoint in {out_dir} is untouched; lower --learning_rate")
