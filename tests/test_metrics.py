@@ -130,9 +130,10 @@ def test_reader_stitches_resumes_and_skips_a_cut_line(tmp_path):
 
 def test_plot_command_writes_loss_png(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="the plot needs the plot extra: pip install -e '.[plot]'")
-    write_metrics(tmp_path / METRICS_NAME, [{"kind": "start", "iter": 0}] + [
-        {"kind": "eval", "iter": i, "train_loss": 4 / (1 + i / 50), "val_loss": 4.1 / (1 + i / 60)} for i in range(0, 301, 100)
-    ] + [{"kind": "iter", "iter": i, "loss": 4 / (1 + i / 50) + 0.1 * (i % 3)} for i in range(301)])
+    evals = [{"kind": "eval", "iter": i, "train_loss": 4 / (1 + i / 50), "val_loss": 4.1 / (1 + i / 60)}
+             for i in range(0, 301, 100)]
+    iters = [{"kind": "iter", "iter": i, "loss": 4 / (1 + i / 50) + 0.1 * (i % 3)} for i in range(301)]
+    write_metrics(tmp_path / METRICS_NAME, [{"kind": "start", "iter": 0}] + evals + iters)
     plot_main([f"--out_dir={tmp_path}"])
     png = (tmp_path / "loss.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
