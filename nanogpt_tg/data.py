@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, dtypes
 
+from .progress import Progress
 from .tokenizer import CharTokenizer
 
 
@@ -24,12 +25,21 @@ def prepare_text(text: str, out_dir: str | Path, block_size: int = 256) -> dict:
                          f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_ids = np.array(tok.encode(train_data), dtype=np.uint16)
-    val_ids = np.array(tok.encode(val_data), dtype=np.uint16)
+    train_ids, val_ids = encode_array(tok, train_data, "encoding train"), encode_array(tok, val_data, "encoding val")
     train_ids.tofile(out_dir / "train.bin")
     val_ids.tofile(out_dir / "val.bin")
     (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
     return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
+
+
+def encode_array(tok: CharTokenizer, text: str, desc: str = "encoding") -> np.ndarray:
+    """Token ids of text, (len(text),) uint16, a million characters at a time: a progress counter on a terminal."""
+    bar, chunk, parts = Progress(len(text), desc, unit="chars"), 1 << 20, []
+    for i in range(0, len(text), chunk):
+        parts.append(np.array(tok.encode(text[i : i + chunk]), dtype=np.uint16))
+        bar.update(len(parts[-1]))
+    bar.close()
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
 def read_text(path: str | Path) -> str:

@@ -1,9 +1,31 @@
 """Turn any UTF-8 text file into a character-level dataset: python -m nanogpt_tg.prepare --input FILE --dataset NAME."""
 import argparse
 import sys
+import urllib.request
 from pathlib import Path
 
 from .data import prepare_text, read_text
+from .progress import Progress
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+def download(url: str, path: str | Path) -> Path:
+    """Fetch url into path (a byte counter on a terminal); an OSError that says how to do without a network."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            bar, chunks = Progress(int(r.headers.get("Content-Length") or 0), "downloading", unit="bytes"), []
+            while chunk := r.read(1 << 16):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+            bar.close()
+    except OSError as e:
+        raise OSError(f"could not download {url} ({e}); with no network, give a local copy of the file instead") from None
+    path.write_bytes(b"".join(chunks))
+    return path
 
 
 def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 256) -> dict:

@@ -9,6 +9,7 @@ from .nanogpt_ckpt import load_any_checkpoint
 from .config import SampleConfig, check_sample_config
 from .device import set_device
 from .model import GPT, GPTConfig
+from .progress import progress
 from .tokenizer import CharTokenizer
 
 
@@ -53,7 +54,7 @@ class Generator:
         rng = rng if rng is not None else np.random.default_rng()
         assert idx.shape[0] == self.rows and idx.shape[1] >= 1, f"expected ({self.rows}, t>=1) tokens, got {idx.shape}"
         out = np.asarray(idx, dtype=np.int32)
-        for _ in range(max_new_tokens):
+        for _ in progress(range(max_new_tokens), "sampling", unit="tokens"):  # a counter on a terminal only
             window = out[:, -self.block_size :]  # if the sequence context is growing too long we must crop it
             t = window.shape[1]
             padded = np.zeros((self.rows, self.block_size), dtype=np.int32)

@@ -15,8 +15,10 @@ from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, rng_state, set_rng_state
 from .device import set_device
+from .metrics import MetricsLog
 from .model import GPT, GPTConfig
 from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
+from .progress import ETA, progress
 from .tokenizer import CharTokenizer
 
 
@@ -98,7 +100,8 @@ def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig):
 
 def estimate_loss(eval_steps: dict, eval_iters: int) -> dict[str, float]:
     """Mean loss over eval_iters random batches of each split (nanoGPT's estimate_loss)."""
-    return {split: float(np.mean([step().item() for _ in range(eval_iters)])) for split, step in eval_steps.items()}
+    return {split: float(np.mean([step().item() for _ in progress(range(eval_iters), f"eval {split}", unit="batches")]))
+            for split, step in eval_steps.items()}
 
 
 class Interrupt:
@@ -133,8 +136,11 @@ def check_writable(out_dir: Path):
         raise ConfigError(f"--out_dir={out_dir} cannot be written ({e.strerror or e}); choose a writable directory") from None
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model."""
+def train(cfg: TrainConfig, on_metrics=None) -> dict:
+    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model.
+
+    Appends to out_dir/metrics.jsonl as it goes; on_metrics(record), if given, sees each record too (a live plot).
+    """
     check_train_config(cfg)
     device = set_device(cfg.device)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
@@ -205,6 +211,8 @@ def train(cfg: TrainConfig) -> dict:
                                   f"{last_saved}, is untouched; lower --learning_rate or --grad_clip and resume from it")
 
     # training loop
+    metrics = MetricsLog(out_dir, iter_num, cfg.init_from, on_record=on_metrics)
+    eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
     losses_log = []
     t0 = time.time()
     local_iter_num = 0  # number of iterations in the lifetime of this process
@@ -221,6 +229,7 @@ def train(cfg: TrainConfig) -> dict:
                 losses = estimate_loss(eval_steps, cfg.eval_iters)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": iter_num, **losses})
+                metrics.log("eval", iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
                 if not math.isfinite(losses["val"]):
                     raise diverged("val loss", losses["val"])
                 if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
@@ -242,7 +251,10 @@ def train(cfg: TrainConfig) -> dict:
                 if local_iter_num >= 5:  # let the training loop settle a bit
                     mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-                print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%")
+                print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
+                      f"{eta.suffix(iter_num)}")
+                metrics.log("iter", iter_num, loss=lossf, lr=lr, ms_per_iter=dt * 1000,
+                            tokens_per_s=tokens_per_iter / dt)
             if not math.isfinite(lossf):
                 raise diverged("loss", lossf)
             iter_num += 1

@@ -6,13 +6,11 @@ Writes train.bin and val.bin (uint16 token ids) and meta.json (the vocabulary) n
 import argparse
 import shutil
 import sys
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in a checkout
-from nanogpt_tg.prepare import prepare_file  # noqa: E402
+from nanogpt_tg.prepare import SHAKESPEARE_URL, download, prepare_file  # noqa: E402
 
-DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 HERE = Path(__file__).resolve().parent
 
 
@@ -27,13 +25,10 @@ def main():
         if Path(args.input).resolve() != input_file_path:
             shutil.copyfile(args.input, input_file_path)
     elif not input_file_path.exists():
-        print(f"downloading {DATA_URL}")
         try:
-            with urllib.request.urlopen(DATA_URL, timeout=30) as r:
-                input_file_path.write_bytes(r.read())
+            download(SHAKESPEARE_URL, input_file_path)
         except OSError as e:
-            sys.exit(f"error: could not download the text ({e}); with no network, pass a local copy: "
-                     f"python data/shakespeare_char/prepare.py --input PATH/TO/input.txt")
+            sys.exit(f"error: {e}: python data/shakespeare_char/prepare.py --input PATH/TO/input.txt")
     try:
         prepare_file(input_file_path, HERE)
     except (FileNotFoundError, ValueError) as e:
