@@ -5,27 +5,28 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, Tokenizer
 
 
-def prepare_text(text: str, out_dir: str | Path, block_size: int = 256) -> dict:
+def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenizer: Tokenizer | None = None) -> dict:
     """Write train.bin / val.bin (uint16 tokens, first 90% / last 10%) and meta.json into out_dir.
 
-    Refuses a text whose validation split cannot fill one block of block_size + 1 tokens. Returns the counts.
+    The tokenizer defaults to the text's characters. Refuses a text whose validation split cannot fill one block of
+    block_size + 1 tokens. Returns the counts.
     """
-    tok = CharTokenizer.from_text(text)
+    tok = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
     if tok.vocab_size > 2**16:
-        raise ValueError(f"the text has {tok.vocab_size} distinct characters; token files hold uint16, at most 65536")
+        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
     n = len(text)
     train_data, val_data = text[: int(n * 0.9)], text[int(n * 0.9) :]
-    if len(val_data) < block_size + 1:
-        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_data):,} tokens, "
+    train_ids = np.array(tok.encode(train_data), dtype=np.uint16)
+    val_ids = np.array(tok.encode(val_data), dtype=np.uint16)
+    if len(val_ids) < block_size + 1:
+        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_ids):,} tokens, "
                          f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
                          f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_ids = np.array(tok.encode(train_data), dtype=np.uint16)
-    val_ids = np.array(tok.encode(val_data), dtype=np.uint16)
     train_ids.tofile(out_dir / "train.bin")
     val_ids.tofile(out_dir / "val.bin")
     (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")

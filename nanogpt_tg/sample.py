@@ -8,15 +8,15 @@ from .checkpoint import load_checkpoint, load_weights
 from .config import SampleConfig
 from .device import set_device
 from .model import GPT, GPTConfig
-from .tokenizer import CharTokenizer
+from .tokenizer import Tokenizer, from_meta
 
 
-def load_model(out_dir: str | Path) -> tuple[GPT, CharTokenizer, dict]:
+def load_model(out_dir: str | Path) -> tuple[GPT, Tokenizer, dict]:
     """The model and tokenizer saved in out_dir/ckpt.safetensors, and the checkpoint's info."""
     arrays, info = load_checkpoint(out_dir)
     model = GPT(GPTConfig(**{**info["model_args"], "dropout": 0.0}))
     load_weights(model, arrays, Path(out_dir) / "ckpt.safetensors")
-    return model, CharTokenizer.from_meta(info["meta"]), info
+    return model, from_meta(info["meta"]), info
 
 
 def sample_logits(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> np.ndarray:

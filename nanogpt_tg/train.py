@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .data import get_batch, load_split
 from .device import set_device
 from .model import GPT, GPTConfig
-from .tokenizer import CharTokenizer
+from .tokenizer import from_meta, load as load_tokenizer
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -136,7 +136,7 @@ def train(cfg: TrainConfig) -> dict:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found; prepare the dataset first: python data/{cfg.dataset}/prepare.py"
                                 f" (or python -m nanogpt_tg.prepare --input FILE --dataset {cfg.dataset})")
-    tokenizer = CharTokenizer.load(meta_path)
+    tokenizer = load_tokenizer(meta_path)
     print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
     splits = {split: load_split(data_dir, split) for split in ("train", "val")}
     for split, data in splits.items():
@@ -157,7 +157,7 @@ def train(cfg: TrainConfig) -> dict:
         # force these config attributes to be equal otherwise we can't even resume training
         for k in ["n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"]:
             model_args[k] = info["model_args"][k]
-        if info.get("meta", {}).get("itos") not in (None, tokenizer.itos):
+        if "meta" in info and from_meta(info["meta"]).meta() != tokenizer.meta():
             raise ValueError(f"the checkpoint in {out_dir} was trained on another vocabulary than {meta_path}; "
                              f"resume with the dataset it was trained on ({info['config'].get('dataset')})")
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]

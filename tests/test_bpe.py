@@ -1,4 +1,5 @@
-"""Byte-level BPE: canonical encoding against naive references, round trips, training rules, JSON, GPT-2's files."""
+"""Byte-level BPE: canonical encoding against naive references, round trips, training rules, JSON, GPT-2's files,
+and a BPE dataset through prepare, train and sample."""
 import hashlib
 import importlib.util
 import json
@@ -11,7 +12,11 @@ from hypothesis import given, settings, strategies as st
 
 from nanogpt_tg import tokenizer as tokenizers
 from nanogpt_tg.bpe import GPT2_PATTERN, BPETokenizer, bytes_to_unicode, gpt2_split
+from nanogpt_tg.config import SampleConfig, TrainConfig
+from nanogpt_tg.prepare import main as prepare_main
+from nanogpt_tg.sample import load_model, sample
 from nanogpt_tg.tokenizer import CharTokenizer
+from nanogpt_tg.train import train
 
 SYLLABLES = ["th", "e", "an", "d", "ing", "er", "qu", "o", "st", "re", "é", "ß", "日本", "ο", "λ", "aa", "a"]
 SPECIAL = "<|endoftext|>"
@@ -298,3 +303,24 @@ def test_gpt2_published_files_give_gpt2_ids():
                  *(random_text(rng) for _ in range(100))]:
         assert tok.encode(text, allowed_special=False) == openai_encode(encoder, merges, text)
         assert tok.decode(tok.encode(text)) == text
+
+
+def test_bpe_dataset_prepares_trains_and_samples_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = corpus(3000, seed=6)
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
+    prepare_main(["--input", "input.txt", "--dataset", "bpe", "--tokenizer=bpe", "--vocab_size=300", "--block_size=8"])
+    tok = tokenizers.load("data/bpe/meta.json")
+    assert isinstance(tok, BPETokenizer) and tok.vocab_size == 300 and tok.special_tokens == {SPECIAL: 299}
+    ids = np.concatenate([np.fromfile(f"data/bpe/{split}.bin", dtype=np.uint16) for split in ("train", "val")])
+    assert tok.decode(ids) == text  # the token files hold the whole text
+    cfg = TrainConfig(dataset="bpe", out_dir="out", device="cpu", n_layer=1, n_head=2, n_embd=16, block_size=8,
+                      batch_size=8, gradient_accumulation_steps=1, learning_rate=1e-2, warmup_iters=0, max_iters=20,
+                      lr_decay_iters=20, eval_interval=20, eval_iters=4, bias=False)
+    losses = train(cfg)["losses"]
+    assert abs(losses[0]["val"] - np.log(300)) < 0.1 and losses[-1]["val"] < losses[0]["val"] - 0.5
+    _, loaded, _ = load_model("out")
+    assert loaded.meta() == tok.meta()  # the checkpoint carries the tokenizer
+    start = "théâtre 日本 🙂"  # characters the text never had still encode, as bytes
+    texts = sample(SampleConfig(out_dir="out", device="cpu", start=start, num_samples=2, max_new_tokens=10))
+    assert len(texts) == 2 and all(t.startswith(start) and len(t) > len(start) for t in texts)
