@@ -38,6 +38,7 @@ class TrainConfig:
     batch_size: int = 12  # if gradient_accumulation_steps > 1, this is the micro-batch size
     block_size: int = 1024
     # model
+    model: str = "gpt"  # 'gpt', or 'bigram': a vocab_size x vocab_size table of next-token logits, the baseline
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768

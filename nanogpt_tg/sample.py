@@ -4,17 +4,18 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
+from .bigram import Bigram, build_model
 from .checkpoint import load_checkpoint, load_weights
 from .config import SampleConfig
 from .device import set_device
-from .model import GPT, GPTConfig
+from .model import GPT
 from .tokenizer import Tokenizer, from_meta
 
 
-def load_model(out_dir: str | Path) -> tuple[GPT, Tokenizer, dict]:
+def load_model(out_dir: str | Path) -> tuple[GPT | Bigram, Tokenizer, dict]:
     """The model and tokenizer saved in out_dir/ckpt.safetensors, and the checkpoint's info."""
     arrays, info = load_checkpoint(out_dir)
-    model = GPT(GPTConfig(**{**info["model_args"], "dropout": 0.0}))
+    model = build_model(info["config"].get("model", "gpt"), {**info["model_args"], "dropout": 0.0})
     load_weights(model, arrays, Path(out_dir) / "ckpt.safetensors")
     return model, from_meta(info["meta"]), info
 

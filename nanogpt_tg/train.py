@@ -11,11 +11,12 @@ import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 
+from .bigram import build_model
 from .checkpoint import load_checkpoint, load_optimizer, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data import get_batch, load_split
 from .device import set_device
-from .model import GPT, GPTConfig
+from .model import GPT
 from .tokenizer import from_meta, load as load_tokenizer
 
 
@@ -160,13 +161,15 @@ def train(cfg: TrainConfig) -> dict:
         if "meta" in info and from_meta(info["meta"]).meta() != tokenizer.meta():
             raise ValueError(f"the checkpoint in {out_dir} was trained on another vocabulary than {meta_path}; "
                              f"resume with the dataset it was trained on ({info['config'].get('dataset')})")
+        if info["config"].get("model", "gpt") != cfg.model:
+            raise ValueError(f"the checkpoint in {out_dir} holds a {info['config'].get('model', 'gpt')} model; "
+                             f"resume with --model={info['config'].get('model', 'gpt')}")
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
         cfg = replace(cfg, block_size=model_args["block_size"])
     else:
         hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
         raise ValueError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
-    gptconf = GPTConfig(**model_args)
-    model = GPT(gptconf, seed=cfg.seed)
+    model = build_model(cfg.model, model_args, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
     if arrays is not None:
         load_weights(model, arrays, out_dir / "ckpt.safetensors")
