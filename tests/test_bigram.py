@@ -1,4 +1,4 @@
-"""Bigram baseline: logits, loss and gradient against numpy; train, checkpoint, resume and sample; Shakespeare (slow)."""
+"""Bigram baseline: logits, loss and gradient against numpy; train, checkpoint, resume, sample; Shakespeare (slow)."""
 import math
 import os
 
@@ -91,7 +91,8 @@ def test_tiny_shakespeare_val_loss_reaches_the_count_optimum(tmp_path, monkeypat
     prepare_text(read_text(path), tmp_path / "data" / "shakespeare_char")
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(**{**BASE, "dataset": "shakespeare_char", "batch_size": 32, "block_size": 64, "max_iters": 1000,
-                         "lr_decay_iters": 1000, "eval_interval": 1000, "eval_iters": 100}, out_dir=str(tmp_path / "out"))
+                         "lr_decay_iters": 1000, "eval_interval": 1000, "eval_iters": 100},
+                      out_dir=str(tmp_path / "out"))
     val = train(cfg)["losses"][-1]["val"]
     tr, va = (np.fromfile(tmp_path / f"data/shakespeare_char/{s}.bin", dtype=np.uint16).astype(np.int64)
               for s in ("train", "val"))
