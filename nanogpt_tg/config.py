@@ -77,6 +77,10 @@ class SampleConfig:
     device: str = "auto"
     dtype: str = "float32"  # torch autocast only; sampling here is float32
     compile: bool = False  # torch.compile only; tinygrad always compiles
+    # sampling extras
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely (CTRL's penalty); 1.0 = off
+    stop: str = ""  # end a sample where the model writes this text, left out of the output; "" = never
+    stream: bool = False  # print each sample as it is generated, one sample at a time
 
 
 # what nanoGPT's torch-only keys mean here, printed once when a run sets them
