@@ -38,6 +38,7 @@ class TrainConfig:
     batch_size: int = 12  # if gradient_accumulation_steps > 1, this is the micro-batch size
     block_size: int = 1024
     # model
+    model: str = "gpt"  # 'gpt', or 'bigram': a vocab_size x vocab_size table of next-token logits, the baseline
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
@@ -77,6 +78,10 @@ class SampleConfig:
     meta: str = ""  # vocabulary of a nanoGPT ckpt.pt (meta.pkl or meta.json); default: data/<dataset>/meta.pkl
     dtype: str = "float32"  # torch autocast only; sampling here is float32
     compile: bool = False  # torch.compile only; tinygrad always compiles
+    # sampling extras
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely (CTRL's penalty); 1.0 = off
+    stop: str = ""  # end a sample where the model writes this text, left out of the output; "" = never
+    stream: bool = False  # print each sample as it is generated, one sample at a time
 
 
 # what nanoGPT's torch-only keys mean here, printed once when a run sets them
@@ -228,6 +233,8 @@ def check_train_config(cfg: TrainConfig):
     if cfg.decay_lr and cfg.lr_decay_iters <= cfg.warmup_iters:
         raise ConfigError(f"--lr_decay_iters={cfg.lr_decay_iters} must be larger than --warmup_iters={cfg.warmup_iters}"
                           " (or set --decay_lr=False)")
+    if cfg.model not in ("gpt", "bigram"):
+        raise ConfigError(f"--model={cfg.model} is not a model here; use gpt or bigram")
     if cfg.init_from not in ("scratch", "resume"):
         hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
         raise ConfigError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
@@ -242,6 +249,8 @@ def check_sample_config(cfg: SampleConfig):
             raise ConfigError(f"--{key}={getattr(cfg, key)} must be at least 1" + (" (1 is greedy)" if key == "top_k" else ""))
     if cfg.temperature < 0:
         raise ConfigError(f"--temperature={cfg.temperature} must be >= 0 (0 is greedy)")
+    if cfg.repetition_penalty <= 0:
+        raise ConfigError(f"--repetition_penalty={cfg.repetition_penalty} must be > 0 (1.0 is off, 1.2 is common)")
 
 
 def cli(cls: type[T], prog: str, usage: str, argv: list[str] | None = None) -> T:

@@ -6,34 +6,37 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 
 from .progress import Progress
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, Tokenizer
 
 
-def prepare_text(text: str, out_dir: str | Path, block_size: int = 256) -> dict:
+def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenizer: Tokenizer | None = None) -> dict:
     """Write train.bin / val.bin (uint16 tokens, first 90% / last 10%) and meta.json into out_dir.
 
-    Refuses a text whose validation split cannot fill one block of block_size + 1 tokens. Returns the counts.
+    The tokenizer defaults to the text's characters. Refuses a text whose validation split cannot fill one block of
+    block_size + 1 tokens. Returns the counts.
     """
-    tok = CharTokenizer.from_text(text)
+    tok = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
     if tok.vocab_size > 2**16:
-        raise ValueError(f"the text has {tok.vocab_size} distinct characters; token files hold uint16, at most 65536")
+        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
     n = len(text)
     train_data, val_data = text[: int(n * 0.9)], text[int(n * 0.9) :]
-    if len(val_data) < block_size + 1:
-        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_data):,} tokens, "
+    train_ids, val_ids = encode_array(tok, train_data, "encoding train"), encode_array(tok, val_data, "encoding val")
+    if len(val_ids) < block_size + 1:
+        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_ids):,} tokens, "
                          f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
                          f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_ids, val_ids = encode_array(tok, train_data, "encoding train"), encode_array(tok, val_data, "encoding val")
     train_ids.tofile(out_dir / "train.bin")
     val_ids.tofile(out_dir / "val.bin")
     (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
     return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
 
 
-def encode_array(tok: CharTokenizer, text: str, desc: str = "encoding") -> np.ndarray:
-    """Token ids of text, (len(text),) uint16, a million characters at a time: a progress counter on a terminal."""
+def encode_array(tok: Tokenizer, text: str, desc: str = "encoding") -> np.ndarray:
+    """Token ids of text as uint16; characters a million at a time, with a progress counter on a terminal."""
+    if not isinstance(tok, CharTokenizer):  # BPE merges may span a chunk boundary: encode whole
+        return np.array(tok.encode(text), dtype=np.uint16)
     bar, chunk, parts = Progress(len(text), desc, unit="chars"), 1 << 20, []
     for i in range(0, len(text), chunk):
         parts.append(np.array(tok.encode(text[i : i + chunk]), dtype=np.uint16))

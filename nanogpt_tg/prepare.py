@@ -1,9 +1,13 @@
-"""Turn any UTF-8 text file into a character-level dataset: python -m nanogpt_tg.prepare --input FILE --dataset NAME."""
+"""Turn any UTF-8 text file into a character-level dataset: python -m nanogpt_tg.prepare --input FILE --dataset NAME.
+
+With --tokenizer=bpe --vocab_size=N the tokens are byte-level BPE, trained on the text (nanogpt_tg/bpe.py).
+"""
 import argparse
 import sys
 import urllib.request
 from pathlib import Path
 
+from .bpe import BPETokenizer
 from .data import prepare_text, read_text
 from .progress import Progress
 
@@ -28,11 +32,18 @@ def download(url: str, path: str | Path) -> Path:
     return path
 
 
-def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 256) -> dict:
+def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 256, tokenizer: str = "char",
+                 vocab_size: int = 1024) -> dict:
     """Read input_path (UTF-8), write train.bin, val.bin and meta.json into out_dir, and report the counts."""
     text = read_text(input_path)
     print(f"length of dataset in characters: {len(text):,}")
-    counts = prepare_text(text, out_dir, block_size=block_size)
+    tok = None
+    if tokenizer == "bpe":  # trained on the train split only; <|endoftext|> separates documents as in GPT-2
+        train_text = text[: int(len(text) * 0.9)]
+        tok = BPETokenizer.train(train_text, vocab_size, special_tokens=["<|endoftext|>"], verbose=True)
+    elif tokenizer != "char":
+        raise ValueError(f"--tokenizer={tokenizer} is not known; use char or bpe")
+    counts = prepare_text(text, out_dir, block_size=block_size, tokenizer=tok)
     print(f"vocab size: {counts['vocab_size']:,}")
     print(f"train has {counts['train_tokens']:,} tokens")
     print(f"val has {counts['val_tokens']:,} tokens")
@@ -45,9 +56,11 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--input", required=True, help="a UTF-8 text file")
     parser.add_argument("--dataset", required=True, help="dataset name: files go to data/NAME/, train with --dataset=NAME")
     parser.add_argument("--block_size", type=int, default=256, help="refuse texts too short for one block (default 256)")
+    parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char or byte-level bpe")
+    parser.add_argument("--vocab_size", type=int, default=1024, help="bpe only: tokens in all (default 1024)")
     args = parser.parse_args(argv)
     try:
-        prepare_file(args.input, Path("data") / args.dataset, args.block_size)
+        prepare_file(args.input, Path("data") / args.dataset, args.block_size, args.tokenizer, args.vocab_size)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

@@ -4,25 +4,28 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
+from .bigram import Bigram, build_model
 from .checkpoint import load_weights
-from .nanogpt_ckpt import load_any_checkpoint
 from .config import SampleConfig, check_sample_config
 from .device import set_device
-from .model import GPT, GPTConfig
+from .model import GPT
+from .nanogpt_ckpt import load_any_checkpoint
 from .progress import progress
-from .tokenizer import CharTokenizer
+from .tokenizer import Tokenizer, from_meta
 
 
-def load_model(out_dir: str | Path, meta_path: str | Path | None = None) -> tuple[GPT, CharTokenizer, dict]:
+def load_model(out_dir: str | Path, meta_path: str | Path | None = None) -> tuple[GPT | Bigram, Tokenizer, dict]:
     """The model and tokenizer saved in out_dir (our ckpt.safetensors, or nanoGPT's ckpt.pt), and the checkpoint's info."""
     arrays, info = load_any_checkpoint(out_dir, meta_path)
-    model = GPT(GPTConfig(**{**info["model_args"], "dropout": 0.0}))
+    model = build_model(info["config"].get("model", "gpt"), {**info["model_args"], "dropout": 0.0})
     load_weights(model, arrays, out_dir)
-    return model, CharTokenizer.from_meta(info["meta"]), info
+    return model, from_meta(info["meta"]), info
 
 
-def sample_logits(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Pick the next token of each row of logits (B, V): nanoGPT's temperature and top-k; temperature 0 is greedy."""
+def sample_logits(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> np.ndarray:
+    """Pick the next token of each row of logits (B, V): nanoGPT's temperature and top-k; temperature 0 is greedy.
+
+    rng: one np.random.Generator for all rows, or a list with one per row."""
     if temperature == 0.0:
         return logits.argmax(-1)
     logits = logits.astype(np.float64) / temperature
@@ -34,7 +37,18 @@ def sample_logits(logits: np.ndarray, temperature: float, top_k: int | None, rng
     # apply softmax to convert logits to (normalized) probabilities
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    return np.array([rng.choice(len(p), p=p) for p in probs])
+    rngs = rng if isinstance(rng, (list, tuple)) else [rng] * len(probs)
+    return np.array([r.choice(len(p), p=p) for r, p in zip(rngs, probs)])
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """CTRL's repetition penalty (Keskar et al. 2019, as in HF transformers): in each row of logits (B, V), the
+    tokens of that row of seen (B, t) get their logit divided by penalty if positive, multiplied if not."""
+    logits = logits.astype(np.float64)  # a copy
+    for row, ids in zip(logits, seen):
+        ids = np.unique(ids)
+        row[ids] = np.where(row[ids] > 0, row[ids] / penalty, row[ids] * penalty)
+    return logits
 
 
 class Generator:
@@ -49,8 +63,10 @@ class Generator:
         self.forward = TinyJit(lambda idx: model(idx)[0].realize())
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
-        """idx (rows, t) int: complete each row with max_new_tokens tokens. Returns (rows, t + max_new_tokens)."""
+                 rng=None, repetition_penalty: float = 1.0, callback=None) -> np.ndarray:
+        """idx (rows, t) int: complete each row with max_new_tokens tokens. Returns (rows, t + max_new_tokens).
+
+        callback(out), if given, sees the tokens after each step; when it returns True generation ends there."""
         rng = rng if rng is not None else np.random.default_rng()
         assert idx.shape[0] == self.rows and idx.shape[1] >= 1, f"expected ({self.rows}, t>=1) tokens, got {idx.shape}"
         out = np.asarray(idx, dtype=np.int32)
@@ -60,7 +76,10 @@ class Generator:
             padded = np.zeros((self.rows, self.block_size), dtype=np.int32)
             padded[:, :t] = window
             logits = self.forward(Tensor(padded, dtype=dtypes.int32)).numpy()[:, t - 1, :]
+            logits = apply_repetition_penalty(logits, out, repetition_penalty)
             out = np.concatenate([out, sample_logits(logits, temperature, top_k, rng)[:, None].astype(np.int32)], 1)
+            if callback is not None and callback(out):
+                break
         return out
 
 
@@ -79,17 +98,60 @@ def sample(cfg: SampleConfig) -> list[str]:
     check_sample_config(cfg)
     set_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.meta or None)
-    start_ids = tokenizer.encode(read_start(cfg.start))
+    start = read_start(cfg.start)
+    start_ids = tokenizer.encode(start)
     if not start_ids:
         raise ValueError("--start is empty; give at least one character, e.g. --start=\"\\n\"")
     Tensor.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    # one random stream per sample, so a seed gives the same texts with or without --stream
+    rngs = [np.random.default_rng([cfg.seed, i]) for i in range(cfg.num_samples)]
+    options = dict(temperature=cfg.temperature, top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
+
+    def completion(row: np.ndarray) -> tuple[str, bool]:
+        """The text a row generated after the prompt, cut before the stop string, and whether that came."""
+        text = tokenizer.decode(row[len(start_ids) :])
+        k = text.find(cfg.stop) if cfg.stop else -1
+        return (text[:k], True) if k >= 0 else (text, False)
+
+    texts = []
+    if cfg.stream:  # one sample at a time, printed token by token
+        gen = Generator(model, 1)
+        for rng in rngs:
+            print(start, end="", flush=True)
+            shown = 0
+
+            def show(out: np.ndarray) -> bool:
+                nonlocal shown
+                text, stopped = completion(out[0])
+                ready = text if stopped else stream_ready(text, cfg.stop)
+                print(ready[shown:], end="", flush=True)
+                shown = max(shown, len(ready))
+                return stopped
+
+            y = gen.generate(np.array([start_ids], dtype=np.int32), cfg.max_new_tokens, rng=[rng], callback=show,
+                             **options)
+            text = completion(y[0])[0]
+            print(text[shown:])
+            print("---------------")
+            texts.append(start + text)
+        return texts
     # all samples at once, one row each
     gen = Generator(model, cfg.num_samples)
     x = np.array([start_ids] * cfg.num_samples, dtype=np.int32)
-    y = gen.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, rng=rng)
-    texts = [tokenizer.decode(row) for row in y]
+    all_stopped = (lambda out: all(completion(row)[1] for row in out)) if cfg.stop else None
+    y = gen.generate(x, cfg.max_new_tokens, rng=rngs, callback=all_stopped, **options)
+    texts = [start + completion(row)[0] for row in y]
     for text in texts:
         print(text)
         print("---------------")
     return texts
+
+
+def stream_ready(text: str, stop: str) -> str:
+    """The part of a growing completion that is safe to print: not a character still cut between tokens (U+FFFD at
+    the end), nor an end that may turn out to be the start of the stop string."""
+    text = text.rstrip("\ufffd")
+    for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:k]):
+            return text[:-k]
+    return text

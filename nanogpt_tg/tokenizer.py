@@ -1,6 +1,13 @@
-"""Character-level tokenizer: the stoi/itos maps of nanoGPT's data/shakespeare_char/prepare.py, kept as JSON."""
+"""Character-level tokenizer: the stoi/itos maps of nanoGPT's data/shakespeare_char/prepare.py, kept as JSON.
+
+Every tokenizer here has encode, decode, vocab_size and meta(); load() and from_meta() pick the class from meta's
+"tokenizer" field ("char", or "bpe" for nanogpt_tg.bpe.BPETokenizer).
+"""
 import json
 from pathlib import Path
+from typing import Protocol
+
+from .bpe import BPETokenizer
 
 
 class CharTokenizer:
@@ -33,7 +40,7 @@ class CharTokenizer:
 
     def meta(self) -> dict:
         """The vocabulary as nanoGPT's meta.pkl holds it, in JSON-able form."""
-        return {"vocab_size": self.vocab_size, "itos": self.itos, "stoi": self.stoi}
+        return {"tokenizer": "char", "vocab_size": self.vocab_size, "itos": self.itos, "stoi": self.stoi}
 
     @classmethod
     def from_meta(cls, meta: dict) -> "CharTokenizer":
@@ -46,3 +53,30 @@ class CharTokenizer:
     def load(cls, path: str | Path) -> "CharTokenizer":
         """Read a meta.json written by prepare."""
         return cls.from_meta(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+class Tokenizer(Protocol):
+    """What train.py, sample.py and prepare need of a tokenizer."""
+
+    vocab_size: int
+
+    def encode(self, s: str) -> list[int]: ...
+
+    def decode(self, ids) -> str: ...
+
+    def meta(self) -> dict: ...
+
+
+def from_meta(meta: dict) -> Tokenizer:
+    """The tokenizer that meta describes; meta without a "tokenizer" field (nanoGPT's meta.pkl form) is char-level."""
+    kind = meta.get("tokenizer", "char")
+    if kind == "char":
+        return CharTokenizer.from_meta(meta)
+    if kind == "bpe":
+        return BPETokenizer.from_meta(meta)
+    raise ValueError(f"unknown tokenizer {kind!r}; this version reads 'char' and 'bpe': prepare the dataset again")
+
+
+def load(path: str | Path) -> Tokenizer:
+    """Read a meta.json written by prepare, whichever tokenizer it holds."""
+    return from_meta(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -11,15 +11,16 @@ import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 
+from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, rng_state, set_rng_state
 from .device import set_device
 from .metrics import MetricsLog
-from .model import GPT, GPTConfig
+from .model import GPT
 from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .progress import ETA, progress
-from .tokenizer import CharTokenizer
+from .tokenizer import from_meta, load as load_tokenizer
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -157,7 +158,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found; prepare the dataset first: python data/{cfg.dataset}/prepare.py"
                                 f" (or python -m nanogpt_tg.prepare --input FILE --dataset {cfg.dataset})")
-    tokenizer = CharTokenizer.from_meta(read_vocabulary(meta_path))
+    tokenizer = load_tokenizer(meta_path) if meta_path.suffix == ".json" else from_meta(read_vocabulary(meta_path))
     print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
     splits = {split: load_split(data_dir, split) for split in ("train", "val")}
     for split, data in splits.items():
@@ -178,13 +179,15 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         # force these config attributes to be equal otherwise we can't even resume training
         for k in ["n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"]:
             model_args[k] = info["model_args"][k]
-        if info.get("meta", {}).get("itos") not in (None, tokenizer.itos):
+        if "meta" in info and from_meta(info["meta"]).meta() != tokenizer.meta():
             raise ValueError(f"the checkpoint in {out_dir} was trained on another vocabulary than {meta_path}; "
                              f"resume with the dataset it was trained on ({info['config'].get('dataset')})")
+        if info["config"].get("model", "gpt") != cfg.model:
+            raise ValueError(f"the checkpoint in {out_dir} holds a {info['config'].get('model', 'gpt')} model; "
+                             f"resume with --model={info['config'].get('model', 'gpt')}")
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
         cfg = replace(cfg, block_size=model_args["block_size"])
-    gptconf = GPTConfig(**model_args)
-    model = GPT(gptconf, seed=cfg.seed)
+    model = build_model(cfg.model, model_args, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
     if arrays is not None:
         load_weights(model, arrays, out_dir)
