@@ -15,6 +15,6 @@ def run(fn, *args):
     except USER_ERRORS as e:
         if os.environ.get("NANOGPT_TG_DEBUG"):
             raise
-        sys.exit(f"error: {e}\n(set NANOGPT_TG_DEBUG=1 to see the traceback)")
+        sys.exit(f"error: {e}")  # one line; NANOGPT_TG_DEBUG=1 re-raises for the traceback
     except KeyboardInterrupt:
         sys.exit("interrupted")

@@ -161,10 +161,6 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     tokenizer = load_tokenizer(meta_path) if meta_path.suffix == ".json" else from_meta(read_vocabulary(meta_path))
     print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
     splits = {split: load_split(data_dir, split) for split in ("train", "val")}
-    for split, data in splits.items():
-        if data.shape[0] <= cfg.block_size:
-            raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
-                             f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
 
     # model init
     iter_num, best_val_loss = 0, 1e9
@@ -187,6 +183,10 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
                              f"resume with --model={info['config'].get('model', 'gpt')}")
         iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
         cfg = replace(cfg, block_size=model_args["block_size"])
+    for split, data in splits.items():
+        if data.shape[0] <= cfg.block_size:
+            raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
+                             f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
     model = build_model(cfg.model, model_args, seed=cfg.seed)
     optimizer = configure_optimizer(model, cfg)
     if arrays is not None:
