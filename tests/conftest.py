@@ -34,3 +34,11 @@ def shakespeare_path() -> Path | None:
         if p and Path(p).is_file():
             return Path(p)
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_half_written_checkpoints(tmp_path_factory):
+    """After all tests: no temporary checkpoint file is left anywhere under the tests' temporary directories."""
+    yield
+    left = sorted(str(p) for p in tmp_path_factory.getbasetemp().rglob(".*.tmp"))
+    assert not left, f"half-written checkpoints left behind: {left}"
