@@ -1,5 +1,4 @@
 """The training loop: nanoGPT's train.py in tinygrad, one function in nanoGPT's order (lr, eval/checkpoint, step, log)."""
-import json
 import math
 import signal
 import sys
@@ -8,7 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from tinygrad import Context, Device, Tensor, TinyJit, dtypes
+from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 
 from .bigram import build_model

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from tinygrad import Tensor, dtypes
+from tinygrad import Tensor
 
 from conftest import shakespeare_path
 from nanogpt_tg.data import get_batch, load_split, prepare_text, read_text

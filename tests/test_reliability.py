@@ -1,6 +1,5 @@
 """Nothing trained is lost: atomic checkpoints, Ctrl-C/SIGTERM save and exact resume, divergence, strict loading."""
 import errno
-import json
 import os
 import re
 import signal

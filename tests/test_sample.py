@@ -14,13 +14,17 @@ CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, d
 TOK = CharTokenizer(list("\n abcdefghi"))
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    model, weights = with_big_weights(CONFIG, seed=7)
+def write_checkpoint(d, seed: int):
+    """A checkpoint of a CONFIG model with O(1) weights in d; returns d, the model and its float64 weights."""
+    model, weights = with_big_weights(CONFIG, seed=seed)
     save_checkpoint(d, model, None, {"model_args": dict(CONFIG.__dict__), "iter_num": 0, "best_val_loss": 9.9,
                                      "config": {}, "meta": TOK.meta()})
     return d, model, weights
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=7)
 
 
 def test_greedy_past_block_size_equals_crop_and_recompute_reference(ckpt):

@@ -8,22 +8,14 @@ import reference
 from nanogpt_tg.bigram import Bigram, BigramConfig
 from nanogpt_tg.checkpoint import save_checkpoint
 from nanogpt_tg.config import SampleConfig
-from nanogpt_tg.model import GPTConfig
 from nanogpt_tg.sample import Generator, apply_repetition_penalty, sample, stream_ready
-from nanogpt_tg.tokenizer import CharTokenizer
-from test_model import with_big_weights
 
-CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=True)
-TOK = CharTokenizer(list("\n abcdefghi"))
+from test_sample import CONFIG, TOK, write_checkpoint
 
 
 @pytest.fixture(scope="module")
 def gpt_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gpt")
-    model, weights = with_big_weights(CONFIG, seed=11)
-    save_checkpoint(d, model, None, {"model_args": dict(CONFIG.__dict__), "iter_num": 0, "best_val_loss": 9.9,
-                                     "config": {}, "meta": TOK.meta()})
-    return d, model, weights
+    return write_checkpoint(tmp_path_factory.mktemp("gpt"), seed=11)
 
 
 @pytest.fixture(scope="module")

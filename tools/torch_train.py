@@ -3,7 +3,6 @@
 A side-by-side reference: `python tools/torch_train.py <same args as train.py>` prints nanoGPT's log lines.
 Needs torch (pip install torch==2.13.0).
 """
-import math
 import sys
 import time
 from pathlib import Path
