@@ -265,9 +265,9 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
                     raise diverged("val loss", losses["val"])
                 if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
                     best_val_loss = losses["val"]
-                    if iter_num > 0:
+                    if iter_num > 0 and not cfg.eval_only:  # evaluating a checkpoint leaves it as it is
                         last_saved = checkpoint(rng_before_eval)
-            if iter_num == 0 and cfg.eval_only:
+            if cfg.eval_only:  # nanoGPT tests iter_num == 0 too, so a resumed eval_only run trained on; here it stops
                 break
 
             # forward backward update, with optional gradient accumulation, all in one jitted call
