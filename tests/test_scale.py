@@ -1,12 +1,13 @@
 """Scale up: data parallel on two CPU devices against one, checkpoints moving between 2 devices and 1, mixed precision."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from tinygrad import Tensor, dtypes
 
 from nanogpt_tg.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from nanogpt_tg.config import ConfigError, TrainConfig
+from nanogpt_tg.config import ConfigError, TrainConfig, parse_args
 from nanogpt_tg.data import load_split, prepare_text
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.parallel import check_batch, parse_devices, replicate
@@ -14,6 +15,7 @@ from nanogpt_tg.precision import LossScaler, autocast, resolve_dtype
 from nanogpt_tg.sample import load_model
 from nanogpt_tg.train import configure_optimizer, make_train_step, set_lr, train
 
+ROOT = Path(__file__).resolve().parents[1]
 TWO = ("CPU", "CPU:1")  # tinygrad's names for CPU:0 and CPU:1: two devices in one process
 BASE = dict(dataset="periodic", device="cpu", n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=8,
             gradient_accumulation_steps=2, dropout=0.0, bias=False, learning_rate=1e-2, min_lr=1e-3, warmup_iters=2,
@@ -58,10 +60,15 @@ def test_parse_devices_and_batch_check():
         check_batch(12, ("CPU",) * 5)
 
 
-def test_two_devices_match_one(workdir):
-    """Losses and weights after 4 steps (2 micro-batches each, clipping, AdamW) on CPU:0 + CPU:1 equal one CPU's."""
-    one_losses, one = run_steps((), 4)
-    two_losses, two = run_steps(TWO, 4)
+@pytest.fixture(scope="module")
+def one_device(workdir):
+    return run_steps((), 3)
+
+
+def test_two_devices_match_one(one_device):
+    """Losses and weights after 3 steps (2 micro-batches each, clipping, AdamW) on CPU:0 + CPU:1 equal one CPU's."""
+    one_losses, one = one_device
+    two_losses, two = run_steps(TWO, 3)
     # the only difference is the order of float32 sums (two half-batch partial sums, then the all-reduce): ~1e-7
     np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5)
     for k in one:
@@ -86,9 +93,25 @@ def test_checkpoint_moves_between_two_devices_and_one(workdir, tmp_path):
     replicate(back.parameters(), TWO)
     load_weights(back, load_checkpoint(tmp_path / "one")[0])
     np.testing.assert_array_equal(back(x.shard(TWO, axis=0))[0].numpy(), logits2)
+    # eval_only on the checkpoint evaluates once and exits, leaving it as it was (nanoGPT's would train on from iter 4)
+    ckpt = (tmp_path / "two" / "ckpt.safetensors").read_bytes()
+    evaluated = train(TrainConfig(**{**BASE, "out_dir": cfg.out_dir, "init_from": "resume", "eval_only": True}))
+    assert evaluated["iter_num"] == 4 and len(evaluated["losses"]) == 1
+    assert (tmp_path / "two" / "ckpt.safetensors").read_bytes() == ckpt
     # and a one-device resume continues the two-device run
     resumed = train(TrainConfig(**{**BASE, "out_dir": cfg.out_dir, "max_iters": 6, "init_from": "resume"}))
     assert resumed["iter_num"] == 7
+
+
+def test_gpt2_124m_preset_builds(capsys):
+    """config/train_gpt2.py builds GPT-2 124M; the count leaves out the position embeddings, as nanoGPT's does."""
+    cfg, _ = parse_args(TrainConfig, [str(ROOT / "config/train_gpt2.py")])
+    args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size, bias=cfg.bias)
+    model = GPT(GPTConfig(**args, vocab_size=50304))  # nanoGPT's vocab_size when the dataset has no meta
+    # bias=False (nanoGPT's default): 123.59M; with GPT-2's biases and 50257 tokens it is nanoGPT's 123.65M
+    assert "number of parameters: 123.59M" in capsys.readouterr().out
+    n_bias = 12 * (3 * 768 + 768 + 4 * 768 + 768 + 2 * 768) + 768  # Linear and LayerNorm biases
+    assert model.get_num_params() + n_bias - 47 * 768 == 123_653_376  # 123.65M
 
 
 def test_batch_must_divide_over_devices(workdir, tmp_path):
@@ -112,10 +135,10 @@ def test_autocast_computes_in_low_precision_with_float32_masters():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_low_precision_steps_track_float32(workdir, dtype):
-    """Four steps in float16 (loss scaled) or bfloat16 give float32's losses to 1e-2; moments stay float32."""
-    ref, ref_w = run_steps((), 4)
-    low, low_w = run_steps((), 4, dtype)
+def test_low_precision_steps_track_float32(one_device, dtype):
+    """Three steps in float16 (loss scaled) or bfloat16 give float32's losses to 1e-2; master weights stay float32."""
+    ref, ref_w = one_device
+    low, low_w = run_steps((), 3, dtype)
     np.testing.assert_allclose(low, ref, atol=1e-2)
     assert max(np.abs(low_w[k] - ref_w[k]).max() for k in ref_w) < 5e-2
     assert all(v.dtype == np.float32 for v in low_w.values())
