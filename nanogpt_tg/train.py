@@ -79,7 +79,7 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
     gradients overflowed is skipped."""
     params = optimizer.params
-    dtype = DTYPES.get(cfg.dtype, dtypes.float32)  # 'auto' is resolved by train(); unresolved, it is float32
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]  # train() resolved it already; a direct call may not
 
     @TinyJit
     @Context(TRAINING=1)
@@ -107,10 +107,12 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
 def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig, devices: tuple[str, ...] = ()):
     """A jitted forward pass on one random batch of a split; one jit per split, since shapes are baked in."""
 
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
+
     @TinyJit
     def eval_step() -> Tensor:
         x, y = get_batch(data, cfg.batch_size, cfg.block_size)
-        with autocast(model, DTYPES.get(cfg.dtype, dtypes.float32)):
+        with autocast(model, dtype):
             return model(split_batch(x, devices), split_batch(y, devices))[1].realize()
 
     return eval_step

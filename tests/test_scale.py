@@ -134,6 +134,7 @@ def test_autocast_computes_in_low_precision_with_float32_masters():
     assert all(p.dtype == dtypes.float32 for p in model.parameters())  # the masters are put back
 
 
+@pytest.mark.slow  # 45 s; the autocast and overflow tests below cover both dtypes fast, BENCHMARKS.md has 200 iterations
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_steps_track_float32(one_device, dtype):
     """Three steps in float16 (loss scaled) or bfloat16 give float32's losses to 1e-2; master weights stay float32."""
