@@ -1,5 +1,5 @@
 # config for training GPT-2 (124M) down to very nice loss of ~2.85 on 1 node of 8X A100 40GB
-# nanoGPT launches it with torchrun on 8 GPUs; here it runs on one device (several devices: a later issue)
+# nanoGPT launches it with torchrun on 8 GPUs; here one process drives them all: add --devices=8 (see README)
 # $ python train.py config/train_gpt2.py
 
 wandb_log = True

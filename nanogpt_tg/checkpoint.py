@@ -76,6 +76,16 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return arrays, metadata
 
 
+def _gathered(t: Tensor) -> np.ndarray:
+    """A tensor as numpy; a replicated one (data parallel) from its first device, so the file is the same as from one."""
+    return (t.to(t.device[0]) if isinstance(t.device, tuple) else t).numpy()
+
+
+def _on(a: np.ndarray, device: str | tuple[str, ...]) -> Tensor:
+    """An array on device, or replicated on each device of a tuple: a checkpoint loads onto any number of devices."""
+    return Tensor(a).shard(device) if isinstance(device, tuple) else Tensor(a, device=device)
+
+
 def optimizer_state(model, optimizer) -> dict[str, Tensor]:
     """AdamW's moments by parameter name (torch's exp_avg / exp_avg_sq), and each group's running beta powers."""
     names = {id(p): k for k, p in model.state_dict().items()}
@@ -96,7 +106,7 @@ def save_checkpoint(out_dir: str | Path, model, optimizer, info: dict, extra: di
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         tensors.update(optimizer_state(model, optimizer))
-    arrays = {k: v.numpy() for k, v in tensors.items()} | (extra or {})
+    arrays = {k: _gathered(v) for k, v in tensors.items()} | (extra or {})
     path = out_dir / CKPT_NAME
     write_safetensors(path, arrays, {FORMAT: json.dumps({"format": FORMAT, "version": VERSION, **info})})
     return path
@@ -128,7 +138,7 @@ def load_weights(model, arrays: dict[str, np.ndarray], path: str | Path = CKPT_N
     for k, p in state.items():
         if tuple(saved[k].shape) != tuple(p.shape):
             raise CheckpointError(f"{path}: {k} has shape {tuple(saved[k].shape)}, the model expects {tuple(p.shape)}")
-        p.replace(Tensor(saved[k].astype(np.float32), device=p.device))
+        p.replace(_on(saved[k].astype(np.float32), p.device))
     Tensor.realize(*state.values())
 
 
@@ -137,5 +147,5 @@ def load_optimizer(model, optimizer, arrays: dict[str, np.ndarray], path: str | 
     for k, t in optimizer_state(model, optimizer).items():
         if k not in arrays:
             raise CheckpointError(f"{path}: optimizer state {k} is missing; resume needs a checkpoint saved by train.py")
-        t.replace(Tensor(arrays[k].astype(np.float32).reshape(t.shape), device=t.device))
+        t.replace(_on(arrays[k].astype(np.float32).reshape(t.shape), t.device))
     Tensor.realize(*optimizer_state(model, optimizer).values())

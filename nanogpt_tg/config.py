@@ -59,9 +59,12 @@ class TrainConfig:
     # system
     backend: str = "nccl"  # torch DDP only; not used
     device: str = "auto"  # auto (what tinygrad finds), cpu, cuda, metal, cl, or any tinygrad device name
-    dtype: str = "float32"  # torch autocast only; training here is float32
+    # float32, bfloat16 or float16 compute (float32 master weights); auto: bfloat16 where supported, else float16,
+    # and float32 on CPU, as nanoGPT
+    dtype: str = "auto"
     compile: bool = True  # torch.compile only; tinygrad always compiles
     seed: int = 1337
+    devices: str = ""  # data parallel: "" one device, N (N devices of --device's kind), or a list "CUDA:0,CUDA:1"
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,13 @@ class SampleConfig:
     stream: bool = False  # print each sample as it is generated, one sample at a time
 
 
+# sample.py computes in float32 whatever --dtype says; train.py's --dtype is real (nanogpt_tg/precision.py)
+SAMPLE_NOTES = {"dtype": "note: --dtype is train.py's compute precision; sample.py computes in float32"}
+
 # what nanoGPT's torch-only keys mean here, printed once when a run sets them
 TORCH_ONLY_NOTES = {
     "compile": "note: --compile is torch.compile's switch; tinygrad always compiles its kernels, so it changes nothing here",
-    "dtype": "note: --dtype selects torch autocast in nanoGPT; this version computes in float32",
-    "backend": "note: --backend selects torch DDP's backend; not used here (one device)",
+    "backend": "note: --backend selects torch DDP's backend; tinygrad reduces gradients itself (see --devices)",
     "wandb_log": "note: wandb logging is not supported; the log lines print to the terminal",
     "wandb_project": "note: wandb logging is not supported; --wandb_project is ignored",
     "wandb_run_name": "note: wandb logging is not supported; --wandb_run_name is ignored",
@@ -207,8 +212,9 @@ def parse_args(cls: type[T], argv: list[str], defaults: dict[str, Any] | None = 
             values[key] = _coerce(key, known[key], value)
             if arg.startswith("--"):
                 print(f"Overriding: {key} = {values[key]!r}")
-                if key in TORCH_ONLY_NOTES:
-                    notes.append(TORCH_ONLY_NOTES[key])
+                table = TORCH_ONLY_NOTES | (SAMPLE_NOTES if cls is SampleConfig else {})
+                if key in table:
+                    notes.append(table[key])
     return cls(**values), list(dict.fromkeys(notes))
 
 
@@ -235,6 +241,8 @@ def check_train_config(cfg: TrainConfig):
                           " (or set --decay_lr=False)")
     if cfg.model not in ("gpt", "bigram"):
         raise ConfigError(f"--model={cfg.model} is not a model here; use gpt or bigram")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"--dtype={cfg.dtype} is not known; use float32, bfloat16, float16 or auto")
     if cfg.init_from not in ("scratch", "resume"):
         hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
         raise ConfigError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")

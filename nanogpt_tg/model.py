@@ -30,7 +30,7 @@ class LayerNorm:
         self.bias = Tensor.zeros(ndim) if bias else None
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = x.layernorm(eps=1e-5) * self.weight
+        x = x.float().layernorm(eps=1e-5).cast(x.dtype) * self.weight  # statistics in float32 under mixed precision
         return x + self.bias if self.bias is not None else x
 
 
@@ -49,9 +49,9 @@ class CausalSelfAttention:
         q, k, v = [t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
-        mask = Tensor.ones(T, T, dtype=dtypes.bool).tril()
+        mask = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril()  # on x's device(s), for data parallel
         # contiguous: otherwise the softmax is recomputed inside the matmul that reads it
-        att = mask.where(att, float("-inf")).softmax(-1).contiguous()
+        att = mask.where(att, float("-inf")).float().softmax(-1).cast(q.dtype).contiguous()  # softmax in float32
         att = att.dropout(self.dropout)
         y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
@@ -143,7 +143,7 @@ class GPT:
         """idx, targets: (B, T) int32. Returns logits (B, T, vocab_size) and the mean cross-entropy loss (or None)."""
         B, T = idx.shape
         assert T <= self.config.block_size, f"Cannot forward sequence of length {T}, block size is only {self.config.block_size}"
-        pos = Tensor.arange(T, dtype=dtypes.int32)  # shape (T)
+        pos = Tensor.arange(T, dtype=dtypes.int32).clone().to(idx.device)  # shape (T), on idx's device(s)
         tok_emb = self.transformer["wte"](idx)  # token embeddings of shape (B, T, n_embd)
         pos_emb = self.transformer["wpe"](pos)  # position embeddings of shape (T, n_embd)
         x = (tok_emb + pos_emb).dropout(self.config.dropout)
@@ -154,5 +154,6 @@ class GPT:
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
-            loss = logits.reshape(-1, logits.shape[-1]).sparse_categorical_crossentropy(targets.reshape(-1))
+            # the loss in float32 whatever the compute dtype, as under torch autocast
+            loss = logits.float().reshape(-1, logits.shape[-1]).sparse_categorical_crossentropy(targets.reshape(-1))
         return logits, loss

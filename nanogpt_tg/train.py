@@ -18,6 +18,8 @@ from .device import set_device
 from .metrics import MetricsLog
 from .model import GPT
 from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
+from .parallel import check_batch, parse_devices, replicate, split_batch
+from .precision import DTYPES, LossScaler, SkippingAdamW, autocast, resolve_dtype
 from .progress import ETA, progress
 from .tokenizer import from_meta, load as load_tokenizer
 
@@ -47,9 +49,10 @@ def configure_optimizer(model: GPT, cfg: TrainConfig) -> OptimizerGroup:
     print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
     print(f"num non-decayed parameter tensors: {len(nodecay)}, with {sum(p.numel() for p in nodecay):,} parameters")
     betas = dict(b1=cfg.beta1, b2=cfg.beta2, eps=1e-8)
-    groups = [AdamW(decay, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **betas)]
+    adamw = SkippingAdamW if cfg.dtype == "float16" else AdamW  # float16: skip steps whose gradients overflowed
+    groups = [adamw(decay, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **betas)]
     if nodecay:  # bias=False models with no LayerNorm bias still have LayerNorm weights; this is for safety
-        groups.append(AdamW(nodecay, lr=cfg.learning_rate, weight_decay=0.0, **betas))
+        groups.append(adamw(nodecay, lr=cfg.learning_rate, weight_decay=0.0, **betas))
     return OptimizerGroup(*groups)
 
 
@@ -68,32 +71,48 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
     return norm
 
 
-def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig):
-    """One jitted step: sample gradient_accumulation_steps batches on the device, accumulate, clip, AdamW."""
+def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig,
+                    devices: tuple[str, ...] = (), scaler: LossScaler | None = None):
+    """One jitted step: sample gradient_accumulation_steps batches on the device, accumulate, clip, AdamW.
+
+    With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
+    gradients overflowed is skipped."""
     params = optimizer.params
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]  # train() resolved it already; a direct call may not
 
     @TinyJit
     @Context(TRAINING=1)
     def train_step() -> Tensor:
         optimizer.zero_grad()
-        for _ in range(cfg.gradient_accumulation_steps):
-            x, y = get_batch(data, cfg.batch_size, cfg.block_size)
-            _, loss = model(x, y)
-            (loss / cfg.gradient_accumulation_steps).backward()  # scale the loss to account for gradient accumulation
+        with autocast(model, dtype):
+            for _ in range(cfg.gradient_accumulation_steps):
+                x, y = get_batch(data, cfg.batch_size, cfg.block_size)
+                _, loss = model(split_batch(x, devices), split_batch(y, devices))
+                scaled = scaler.scale_loss(loss) if scaler is not None else loss
+                (scaled / cfg.gradient_accumulation_steps).backward()  # scale the loss to account for accumulation
+        state = []
+        if scaler is not None:
+            ok = scaler.unscale_(params)
+            for opt in optimizer.optimizers:
+                opt.ok = ok
+            state = scaler.update(ok)
         if cfg.grad_clip != 0.0:
             clip_grad_norm(params, cfg.grad_clip)
-        return loss.realize(*optimizer.schedule_step())  # the last micro-step's loss, as nanoGPT logs it
+        return loss.realize(*optimizer.schedule_step(), *state)  # the last micro-step's loss, as nanoGPT logs it
 
     return train_step
 
 
-def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig):
+def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig, devices: tuple[str, ...] = ()):
     """A jitted forward pass on one random batch of a split; one jit per split, since shapes are baked in."""
+
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
 
     @TinyJit
     def eval_step() -> Tensor:
         x, y = get_batch(data, cfg.batch_size, cfg.block_size)
-        return model(x, y)[1].realize()
+        with autocast(model, dtype):
+            return model(split_batch(x, devices), split_batch(y, devices))[1].realize()
 
     return eval_step
 
@@ -143,6 +162,14 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     """
     check_train_config(cfg)
     device = set_device(cfg.device)
+    devices = parse_devices(cfg.devices, device)
+    check_batch(cfg.batch_size, devices)
+    dtype, note = resolve_dtype(cfg.dtype, device)
+    cfg = replace(cfg, dtype=dtype)
+    if note:
+        print(note)
+    if devices:
+        print(f"data parallel over {len(devices)} devices: {', '.join(devices)} ({cfg.batch_size // len(devices)} rows each)")
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     out_dir = Path(cfg.out_dir)
@@ -187,7 +214,10 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
                              f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
     model = build_model(cfg.model, model_args, seed=cfg.seed)
+    if devices:  # before the optimizer, so that its moments are replicated too
+        replicate(model.parameters(), devices)
     optimizer = configure_optimizer(model, cfg)
+    scaler = LossScaler(devices or device) if cfg.dtype == "float16" else None
     if arrays is not None:
         load_weights(model, arrays, out_dir)
         load_optimizer(model, optimizer, arrays, out_dir)
@@ -197,8 +227,8 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             Tensor.manual_seed(cfg.seed + iter_num)  # fresh batches, not a replay of the first run's
     last_saved = f"{out_dir / CKPT_NAME} (iter {iter_num})" if arrays is not None else "none saved yet"
 
-    train_step = make_train_step(model, optimizer, splits["train"], cfg)
-    eval_steps = {split: make_eval_step(model, data, cfg) for split, data in splits.items()}
+    train_step = make_train_step(model, optimizer, splits["train"], cfg, devices, scaler)
+    eval_steps = {split: make_eval_step(model, data, cfg, devices) for split, data in splits.items()}
 
     def checkpoint(rng: np.ndarray | None) -> str:
         """Save the run as it stands before iteration iter_num, with the RNG state `rng` of that moment."""
@@ -236,14 +266,16 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
                     raise diverged("val loss", losses["val"])
                 if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
                     best_val_loss = losses["val"]
-                    if iter_num > 0:
+                    if iter_num > 0 and not cfg.eval_only:  # evaluating a checkpoint leaves it as it is
                         last_saved = checkpoint(rng_before_eval)
-            if iter_num == 0 and cfg.eval_only:
+            if cfg.eval_only:  # nanoGPT tests iter_num == 0 too, so a resumed eval_only run trained on; here it stops
                 break
 
             # forward backward update, with optional gradient accumulation, all in one jitted call
             loss = train_step()
             lossf = loss.item()  # also waits for the step to finish
+            if scaler is not None and scaler.skipped.item():
+                print(f"iter {iter_num}: float16 gradients overflowed; step skipped, loss scale now {scaler.scale.item():g}")
 
             # timing and logging
             t1 = time.time()

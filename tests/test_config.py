@@ -67,8 +67,10 @@ def test_bad_values_name_the_key(arg, message):
 
 
 def test_torch_only_flags_are_accepted_with_a_note():
-    cfg, notes = parse_args(TrainConfig, ["--compile=False", "--dtype=bfloat16"])
-    assert cfg.compile is False and len(notes) == 2 and "torch.compile" in notes[0]
+    cfg, notes = parse_args(TrainConfig, ["--compile=False", "--dtype=bfloat16", "--backend=gloo"])
+    assert cfg.compile is False and len(notes) == 2 and "torch.compile" in notes[0]  # --dtype is real: no note
+    _, notes = parse_args(SampleConfig, ["--dtype=bfloat16"])
+    assert len(notes) == 1 and "float32" in notes[0]
 
 
 @given(st.integers(min_value=1, max_value=10**6), st.floats(min_value=1e-8, max_value=10.0), st.booleans(),

@@ -1,0 +1,122 @@
+"""Turn a text too large for memory into a dataset, streaming: python -m nanogpt_tg.prepare_large --input FILE --dataset NAME.
+
+nanoGPT's data/openwebtext/prepare.py, for one big UTF-8 file: the text is read chunk_size characters at a time, never
+whole. A first pass counts the characters (and collects the character vocabulary); the second encodes each chunk and
+appends its tokens to train.bin (the first 90% of the characters) or val.bin (the rest). The files are the same as
+`python -m nanogpt_tg.prepare` would write. --tokenizer=FILE.json uses a saved tokenizer instead, e.g. GPT-2's:
+`BPETokenizer.from_gpt2_files("vocab.json", "merges.txt").save("gpt2.json")`.
+"""
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import tokenizer as tokenizers
+from .progress import Progress
+from .tokenizer import CharTokenizer
+
+
+def read_chunks(path: Path, chunk_size: int, start: int = 0, stop: int | None = None) -> Iterator[str]:
+    """Characters [start, stop) of a UTF-8 file, at most chunk_size at a time (newlines read as read_text does)."""
+    with open(path, encoding="utf-8") as f:
+        pos = 0
+        while pos < start:  # skip, a chunk at a time
+            pos += len(f.read(min(chunk_size, start - pos)))
+        while stop is None or pos < stop:
+            chunk = f.read(chunk_size if stop is None else min(chunk_size, stop - pos))
+            if not chunk:
+                return
+            pos += len(chunk)
+            yield chunk
+
+
+def safe_pieces(chunks: Iterator[str]) -> Iterator[str]:
+    """Re-cut chunks after a newline that precedes a non-space character: GPT-2's pre-tokenizer always splits there,
+    so BPE tokens never straddle a cut and encoding the pieces equals encoding the whole text. (A text with no such
+    newline is held whole until one comes.)"""
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = max((i + 1 for i in _newlines_before_text(text)), default=0)
+        carry, piece = text[cut:], text[:cut]
+        if piece:
+            yield piece
+    if carry:
+        yield carry
+
+
+def _newlines_before_text(text: str) -> Iterator[int]:
+    i = text.rfind("\n")
+    while i != -1:
+        if i + 1 < len(text) and not text[i + 1].isspace():
+            yield i
+            return
+        i = text.rfind("\n", 0, i)
+
+
+def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = "char", chunk_size: int = 1 << 22,
+                  block_size: int = 256) -> dict:
+    """Stream input_path into out_dir/train.bin, val.bin (uint16) and meta.json; returns the counts."""
+    path, out_dir = Path(input_path), Path(out_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} not found; pass --input with the path of a UTF-8 text file")
+    # first pass: the number of characters, and the character vocabulary
+    n, chars = 0, set()
+    try:
+        for chunk in read_chunks(path, chunk_size):
+            n += len(chunk)
+            if tokenizer == "char":
+                chars.update(chunk)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason}); convert it to UTF-8 first") from None
+    print(f"length of dataset in characters: {n:,}")
+    tok = CharTokenizer(sorted(chars)) if tokenizer == "char" else tokenizers.load(tokenizer)
+    if tok.vocab_size > 2**16:
+        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
+    # second pass: encode and append, train then val, split where prepare_text splits
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split, counts = int(n * 0.9), {}
+    bar = Progress(n, "encoding", unit="chars")
+    for name, start, stop in (("train", 0, split), ("val", split, n)):
+        tmp = out_dir / f".{name}.bin.tmp"
+        with open(tmp, "wb") as f:
+            counts[name] = 0
+            pieces = read_chunks(path, chunk_size, start, stop)
+            for piece in pieces if isinstance(tok, CharTokenizer) else safe_pieces(pieces):
+                ids = np.array(tok.encode(piece), dtype=np.uint16)
+                ids.tofile(f)
+                counts[name] += len(ids)
+                bar.update(len(piece))
+        tmp.replace(out_dir / f"{name}.bin")
+    bar.close()
+    if counts["val"] < block_size + 1:
+        raise ValueError(f"text too short: the validation split has {counts['val']:,} tokens, but one block needs "
+                         f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+    (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"vocab size: {tok.vocab_size:,}\ntrain has {counts['train']:,} tokens\nval has {counts['val']:,} tokens")
+    print(f"wrote {out_dir}/train.bin, val.bin, meta.json; train with --dataset={out_dir.name}")
+    return {"vocab_size": tok.vocab_size, "train_tokens": counts["train"], "val_tokens": counts["val"]}
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(prog="python -m nanogpt_tg.prepare_large", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="a UTF-8 text file, of any size")
+    parser.add_argument("--dataset", required=True, help="dataset name: files go to data/NAME/, train with --dataset=NAME")
+    parser.add_argument("--tokenizer", default="char", help="char (default), or a tokenizer JSON file (tokenizer.save)")
+    parser.add_argument("--chunk_size", type=int, default=1 << 22, help="characters read at a time (default 4M)")
+    parser.add_argument("--block_size", type=int, default=256, help="refuse texts too short for one block (default 256)")
+    args = parser.parse_args(argv)
+    if args.chunk_size < 1:
+        sys.exit(f"error: --chunk_size={args.chunk_size} must be at least 1")
+    try:
+        prepare_large(args.input, Path("data") / args.dataset, args.tokenizer, args.chunk_size, args.block_size)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
