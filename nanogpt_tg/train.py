@@ -106,7 +106,6 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
 
 def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig, devices: tuple[str, ...] = ()):
     """A jitted forward pass on one random batch of a split; one jit per split, since shapes are baked in."""
-
     dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
 
     @TinyJit
