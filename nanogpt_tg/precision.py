@@ -7,6 +7,8 @@ dynamic loss scaling, and a step whose gradients overflowed is skipped whole.
 import os
 from contextlib import contextmanager
 
+import numpy as np
+
 from tinygrad import Device, Tensor, dtypes
 from tinygrad.dtype import DType
 from tinygrad.helpers import EMULATED_DTYPES
@@ -103,10 +105,20 @@ class LossScaler:
     step when a gradient is inf or nan, double it after 2000 steps in a row without."""
 
     def __init__(self, device: str | tuple[str, ...], init_scale: float = 2.0**16, growth_interval: int = 2000):
-        self.growth_interval = growth_interval
+        self.device, self.growth_interval = device, growth_interval
         self.scale = placed(Tensor([init_scale], dtype=dtypes.float32), device).contiguous().realize()
         self.good_steps = placed(Tensor([0], dtype=dtypes.int32), device).contiguous().realize()
         self.skipped = placed(Tensor([False], dtype=dtypes.bool), device).contiguous().realize()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The scale and the count of clean steps, for a checkpoint."""
+        return {"amp.scale": self.scale.numpy(), "amp.good_steps": self.good_steps.numpy()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]):
+        """Continue from state() where a checkpoint has it."""
+        for name, t in (("amp.scale", self.scale), ("amp.good_steps", self.good_steps)):
+            if name in arrays:
+                t.assign(placed(Tensor(arrays[name].reshape(1), dtype=t.dtype), self.device)).realize()
 
     def scale_loss(self, loss: Tensor) -> Tensor:
         return loss * self.scale.reshape(())

