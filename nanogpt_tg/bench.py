@@ -47,6 +47,7 @@ class BenchConfig:
     rounds: int = 3  # rounds, alternating tinygrad and torch; the median round is reported
     peak_flops: float = 453e9  # the device's peak FLOP/s for MFU; 453e9: fp32 on both cores of the 2-core dev machine
     torch: bool = True  # also time the PyTorch reference (needs torch)
+    torch_threads: int = 0  # 0: torch's default (one per core); on a busy machine 1 thread is far steadier
     # sampling
     sample_tokens: int = 500  # new tokens per sample; 0 skips the sampling benchmark
     num_samples: int = 1  # rows sampled at once
@@ -89,6 +90,8 @@ def torch_setup(cfg: BenchConfig, vocab_size: int):
     sys.path.insert(0, str(ROOT / "tools"))
     from torch_nanogpt import GPT as TorchGPT, GPTConfig as TorchConfig
 
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     data = np.memmap(ROOT / "data" / cfg.dataset / "train.bin", dtype=np.uint16, mode="r")
     model = TorchGPT(TorchConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,

@@ -8,7 +8,7 @@ runs the full window, exactly nanoGPT's crop-and-recompute.
 import math
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, Variable, dtypes
+from tinygrad import Device, Tensor, TinyJit, Variable, dtypes
 
 from .model import GPT
 
@@ -24,6 +24,9 @@ class KVCache:
         self.k = [Tensor.zeros(*shape).contiguous().realize().is_param_(False) for _ in range(cfg.n_layer)]
         self.v = [Tensor.zeros(*shape).contiguous().realize().is_param_(False) for _ in range(cfg.n_layer)]
         self.start_pos = Variable("start_pos", 0, cfg.block_size - 1)
+        # the jitted steps read their tokens from these buffers: refilling them in place skips a Tensor per call
+        self.window_idx = Tensor.zeros(rows, cfg.block_size, dtype=dtypes.int32).contiguous().realize().is_param_(False)
+        self.step_idx = Tensor.zeros(rows, 1, dtype=dtypes.int32).contiguous().realize().is_param_(False)
         self.prefill_jit, self.step_jit = TinyJit(self._prefill), TinyJit(self._step)
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
 
@@ -39,13 +42,14 @@ class KVCache:
             att = (q @ self.k[i].transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, block_size)
             att = mask.where(att, float("-inf")).softmax(-1).contiguous()
             y = (att @ self.v[i]).transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
-            x = x + attn.c_proj(y)
-            x = x + block.mlp(block.ln_2(x).contiguous())
+            x = (x + attn.c_proj(y)).contiguous()  # contiguous: else later kernels recompute the residual stream
+            x = (x + block.mlp(block.ln_2(x).contiguous())).contiguous()
         return self.model.lm_head(self.model.transformer["ln_f"](x))
 
-    def _prefill(self, idx: Tensor) -> Tensor:
-        """idx (B, block_size) int32, left-aligned: logits (B, block_size, V); the cache takes every position."""
-        T, wte, wpe = self.block_size, self.model.transformer["wte"], self.model.transformer["wpe"]
+    def _prefill(self) -> Tensor:
+        """window_idx (B, block_size) int32, left-aligned: logits (B, block_size, V); the cache takes every position."""
+        idx, T = self.window_idx, self.block_size
+        wte, wpe = self.model.transformer["wte"], self.model.transformer["wpe"]
         x = wte(idx) + wpe(Tensor.arange(T, dtype=dtypes.int32))
         mask = Tensor.ones(T, T, dtype=dtypes.bool).tril()  # causal: position t sees 0..t
 
@@ -55,9 +59,9 @@ class KVCache:
 
         return self._forward(x, mask, store).realize()
 
-    def _step(self, idx: Tensor, start_pos: Variable) -> Tensor:
-        """idx (B, 1) int32, the token at position start_pos: logits (B, 1, V) of the token after it."""
-        wte, wpe = self.model.transformer["wte"], self.model.transformer["wpe"]
+    def _step(self, start_pos: Variable) -> Tensor:
+        """step_idx (B, 1) int32, the token at position start_pos: logits (B, 1, V) of the token after it."""
+        idx, wte, wpe = self.step_idx, self.model.transformer["wte"], self.model.transformer["wpe"]
         x = wte(idx) + wpe.weight.shrink(((start_pos, start_pos + 1), None)).reshape(1, 1, -1)
         positions = Tensor.arange(self.block_size).reshape(1, 1, 1, self.block_size)
         mask = positions <= start_pos  # the cached tokens and this one
@@ -76,14 +80,25 @@ class KVCache:
         n = 0 if self.cached is None else self.cached.shape[1]
         if t <= self.block_size and n == t - 1 and n > 0 and np.array_equal(self.cached, tokens[:, :n]):
             # one new token at position n, the rest from the cache
-            logits = self.step_jit(Tensor(tokens[:, n:].astype(np.int32)), self.start_pos.bind(n)).numpy()[:, 0, :]
+            fill(self.step_idx, tokens[:, n:])
+            logits = self.step_jit(self.start_pos.bind(n)).numpy()[:, 0, :]
         else:
             # the prompt, or past block_size the cropped window (nanoGPT's crop): the whole window, fixed shape
             window = tokens[:, -self.block_size :]
             padded = np.zeros((rows, self.block_size), dtype=np.int32)
             padded[:, : window.shape[1]] = window  # right padding: causal attention keeps it from the positions read
-            logits = self.prefill_jit(Tensor(padded)).numpy()[:, window.shape[1] - 1, :]
+            fill(self.window_idx, padded)
+            logits = self.prefill_jit().numpy()[:, window.shape[1] - 1, :]
             t = window.shape[1]
             tokens = window
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
         return logits
+
+
+def fill(t: Tensor, values: np.ndarray):
+    """Overwrite the realized tensor t with values (same shape), in place: a jit that reads t sees them."""
+    if t.device.split(":")[0] == "CPU":  # the buffer is host memory: write it directly, ~1.5 ms less per token here
+        Device[t.device].synchronize()  # no kernel may still be reading it
+        np.frombuffer(t.uop.buffer.as_memoryview(force_zero_copy=True), dtype=np.int32)[:] = values.reshape(-1)
+    else:
+        t.assign(Tensor(values.astype(np.int32), device=t.device)).realize()
