@@ -28,17 +28,23 @@ class KVCache:
         self.window_idx = Tensor.zeros(rows, cfg.block_size, dtype=dtypes.int32).contiguous().realize().is_param_(False)
         self.step_idx = Tensor.zeros(rows, 1, dtype=dtypes.int32).contiguous().realize().is_param_(False)
         self.prefill_jit, self.step_jit = TinyJit(self._prefill), TinyJit(self._step)
+        self.last_jit = TinyJit(lambda: self._prefill(last_only=True))
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
 
-    def _forward(self, x: Tensor, mask: Tensor, store) -> Tensor:
+    def _forward(self, x: Tensor, mask: Tensor, store, last_only: bool = False) -> Tensor:
         """The blocks, ln_f and lm_head on embeddings x (B, T, C); store(i, k, v) writes block i's new keys and values
-        into its cache, and attention then reads the whole cache under mask (.., T, block_size)."""
+        into its cache, and attention then reads the whole cache under mask (.., T, block_size).
+
+        last_only: the last block works on the last position only (its keys and values still on all): logits (B, 1, V)."""
         B, T, C = x.shape
-        for i, block in enumerate(self.model.transformer["h"]):
+        blocks = self.model.transformer["h"]
+        for i, block in enumerate(blocks):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x).contiguous()).split(C, dim=2)
             q, k, v = [t.reshape(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
             store(i, k, v)
+            if last_only and i == len(blocks) - 1:
+                q, mask, x, T = q[:, :, -1:], mask[-1:], x[:, -1:], 1
             att = (q @ self.k[i].transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, block_size)
             att = mask.where(att, float("-inf")).softmax(-1).contiguous()
             y = (att @ self.v[i]).transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
@@ -46,8 +52,9 @@ class KVCache:
             x = (x + block.mlp(block.ln_2(x).contiguous())).contiguous()
         return self.model.lm_head(self.model.transformer["ln_f"](x))
 
-    def _prefill(self) -> Tensor:
-        """window_idx (B, block_size) int32, left-aligned: logits (B, block_size, V); the cache takes every position."""
+    def _prefill(self, last_only: bool = False) -> Tensor:
+        """window_idx (B, block_size) int32, left-aligned: logits (B, block_size, V), or (B, 1, V) of the last position
+        with last_only; the cache takes every position."""
         idx, T = self.window_idx, self.block_size
         wte, wpe = self.model.transformer["wte"], self.model.transformer["wpe"]
         x = wte(idx) + wpe(Tensor.arange(T, dtype=dtypes.int32))
@@ -57,7 +64,7 @@ class KVCache:
             self.k[i].assign(k.contiguous()).realize()
             self.v[i].assign(v.contiguous()).realize()
 
-        return self._forward(x, mask, store).realize()
+        return self._forward(x, mask, store, last_only).realize()
 
     def _step(self, start_pos: Variable) -> Tensor:
         """step_idx (B, 1) int32, the token at position start_pos: logits (B, 1, V) of the token after it."""
@@ -88,9 +95,11 @@ class KVCache:
             padded = np.zeros((rows, self.block_size), dtype=np.int32)
             padded[:, : window.shape[1]] = window  # right padding: causal attention keeps it from the positions read
             fill(self.window_idx, padded)
-            logits = self.prefill_jit().numpy()[:, window.shape[1] - 1, :]
-            t = window.shape[1]
-            tokens = window
+            t, tokens = window.shape[1], window
+            if t == self.block_size:  # a full window, as always past block_size: only its last position is read
+                logits = self.last_jit().numpy()[:, 0, :]
+            else:
+                logits = self.prefill_jit().numpy()[:, t - 1, :]
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
         return logits
 
