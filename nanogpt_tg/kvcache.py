@@ -35,7 +35,7 @@ class KVCache:
         """The blocks, ln_f and lm_head on embeddings x (B, T, C); store(i, k, v) writes block i's new keys and values
         into its cache, and attention then reads the whole cache under mask (.., T, block_size).
 
-        last_only: the last block works on the last position only (its keys and values still on all): logits (B, 1, V)."""
+        last_only: the last block works on the last position only (keys and values on all): logits (B, 1, V)."""
         B, T, C = x.shape
         blocks = self.model.transformer["h"]
         for i, block in enumerate(blocks):
