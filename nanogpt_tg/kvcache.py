@@ -41,7 +41,7 @@ class KVCache:
         for i, block in enumerate(blocks):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x).contiguous()).split(C, dim=2)
-            q, k, v = [t.reshape(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
+            q, k, v = [t.reshape(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v)]  # (B,nh,T,hs)
             store(i, k, v)
             if last_only and i == len(blocks) - 1:
                 q, mask, x, T = q[:, :, -1:], mask[-1:], x[:, -1:], 1
@@ -81,7 +81,7 @@ class KVCache:
         return self._forward(x, mask, store).realize()
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens (rows, t) int: logits (rows, V) of each row's next token, as the model sees its last block_size tokens."""
+        """tokens (rows, t) int: logits (rows, V) of each row's next token; the model sees the last block_size tokens."""
         rows, t = tokens.shape
         assert rows == self.rows and t >= 1, f"expected ({self.rows}, t>=1) tokens, got {tokens.shape}"
         n = 0 if self.cached is None else self.cached.shape[1]
