@@ -81,7 +81,7 @@ class KVCache:
         return self._forward(x, mask, store).realize()
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens (rows, t) int: logits (rows, V) of each row's next token; the model sees the last block_size tokens."""
+        """tokens (rows, t) int: logits (rows, V) of each row's next token; as seen in the last block_size tokens."""
         rows, t = tokens.shape
         assert rows == self.rows and t >= 1, f"expected ({self.rows}, t>=1) tokens, got {tokens.shape}"
         n = 0 if self.cached is None else self.cached.shape[1]
