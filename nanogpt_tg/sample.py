@@ -8,6 +8,7 @@ from .bigram import Bigram, build_model
 from .checkpoint import load_weights
 from .config import SampleConfig, check_sample_config
 from .device import set_device
+from .kvcache import KVCache
 from .model import GPT
 from .nanogpt_ckpt import load_any_checkpoint
 from .progress import progress
@@ -52,15 +53,27 @@ def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: floa
 
 
 class Generator:
-    """Generates from a model with one fixed-shape jitted forward pass of (rows, block_size) tokens per new token.
+    """Generates from a model with fixed-shape jitted steps, so nothing recompiles after the first tokens.
 
-    The window holds the last block_size tokens (nanoGPT's crop), left-aligned and padded on the right while it is
+    A GPT keeps a KV cache (kvcache.py): one single-token step per new token while the text fits in block_size, the
+    whole window past it. Other models (the bigram) run one forward pass of (rows, block_size) tokens per new token.
+    Either way the model sees the last block_size tokens (nanoGPT's crop), left-aligned and padded on the right while
     shorter; causal attention keeps the padding from touching the position read.
     """
 
     def __init__(self, model: GPT, rows: int):
         self.model, self.rows, self.block_size = model, rows, model.config.block_size
-        self.forward = TinyJit(lambda idx: model(idx)[0].realize())
+        self.cache = KVCache(model, rows) if isinstance(model, GPT) else None
+        self.forward = TinyJit(lambda idx: model(idx)[0].realize()) if self.cache is None else None
+
+    def next_logits(self, out: np.ndarray) -> np.ndarray:
+        """out (rows, t) tokens: logits (rows, V) of the next token, from the last block_size tokens."""
+        if self.cache is not None:
+            return self.cache.next_logits(out)
+        window = out[:, -self.block_size :]  # if the sequence context is growing too long we must crop it
+        padded = np.zeros((self.rows, self.block_size), dtype=np.int32)
+        padded[:, : window.shape[1]] = window
+        return self.forward(Tensor(padded, dtype=dtypes.int32)).numpy()[:, window.shape[1] - 1, :]
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  rng=None, repetition_penalty: float = 1.0, callback=None) -> np.ndarray:
@@ -71,12 +84,9 @@ class Generator:
         assert idx.shape[0] == self.rows and idx.shape[1] >= 1, f"expected ({self.rows}, t>=1) tokens, got {idx.shape}"
         out = np.asarray(idx, dtype=np.int32)
         for _ in progress(range(max_new_tokens), "sampling", unit="tokens"):  # a counter on a terminal only
-            window = out[:, -self.block_size :]  # if the sequence context is growing too long we must crop it
-            t = window.shape[1]
-            padded = np.zeros((self.rows, self.block_size), dtype=np.int32)
-            padded[:, :t] = window
-            logits = self.forward(Tensor(padded, dtype=dtypes.int32)).numpy()[:, t - 1, :]
-            logits = apply_repetition_penalty(logits, out, repetition_penalty)
+            logits = self.next_logits(out)
+            if repetition_penalty != 1.0:
+                logits = apply_repetition_penalty(logits, out, repetition_penalty)
             out = np.concatenate([out, sample_logits(logits, temperature, top_k, rng)[:, None].astype(np.int32)], 1)
             if callback is not None and callback(out):
                 break

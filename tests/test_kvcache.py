@@ -1,0 +1,30 @@
+"""The KV-cache sampler: greedy text identical to nanoGPT's crop-and-recompute, far past block_size, batched."""
+import numpy as np
+
+import reference
+from nanogpt_tg.model import GPTConfig
+from nanogpt_tg.sample import Generator
+from test_model import with_big_weights
+
+CONFIG = GPTConfig(block_size=64, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True)
+
+
+def crop_and_recompute(weights: dict, prompt: np.ndarray, n: int) -> np.ndarray:
+    """nanoGPT's generate with temperature 0, in float64 numpy: a full forward of the last block_size tokens per token."""
+    out = prompt.copy()
+    for _ in range(n):
+        logits = reference.forward(weights, out[:, -CONFIG.block_size:], CONFIG.n_head)[:, -1, :]
+        out = np.concatenate([out, logits.argmax(-1)[:, None]], 1)
+    return out
+
+
+def test_greedy_1000_tokens_equal_crop_and_recompute_with_batched_rows():
+    model, weights = with_big_weights(CONFIG, seed=3)
+    prompt = np.array([[1, 2, 3, 4, 5], [7, 7, 0, 9, 2]])  # two rows at once, different prompts
+    gen = Generator(model, rows=2)
+    out = gen.generate(prompt, max_new_tokens=1000, temperature=0.0)
+    assert gen.cache.step_jit.captured is not None  # the cached steps ran through one captured jit
+    ref = crop_and_recompute(weights, prompt, 1000)
+    assert len(set(ref[0, 5:].tolist())) > 2, "the reference text is too repetitive to test anything"
+    np.testing.assert_array_equal(out, ref)  # 1005 tokens, block_size 64: cache steps, then the sliding window
+
