@@ -51,7 +51,7 @@ def configure_optimizer(model: GPT, cfg: TrainConfig) -> OptimizerGroup:
     betas = dict(b1=cfg.beta1, b2=cfg.beta2, eps=1e-8)
     adamw = SkippingAdamW if cfg.dtype == "float16" else AdamW  # float16: skip steps whose gradients overflowed
     groups = [adamw(decay, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **betas)]
-    if nodecay:  # bias=False models with no LayerNorm bias still have LayerNorm weights; this is for safety
+    if nodecay:  # the bigram model has no 1-D weights; an AdamW over no parameters would raise
         groups.append(adamw(nodecay, lr=cfg.learning_rate, weight_decay=0.0, **betas))
     return OptimizerGroup(*groups)
 
