@@ -45,7 +45,9 @@ class CausalSelfAttention:
 
     def __call__(self, x: Tensor) -> Tensor:
         B, T, C = x.shape  # batch size, sequence length, embedding dimensionality (n_embd)
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # contiguous_backward: each of dq, dk, dv is its own kernel; fused into split's backward, each was computed
+        # over all 3 * n_embd channels under a mask
+        q, k, v = [t.contiguous_backward() for t in self.c_attn(x).split(self.n_embd, dim=2)]
         q, k, v = [t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
@@ -65,7 +67,8 @@ class MLP:
         self.dropout = config.dropout
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = self.c_fc(x).gelu(approximate="none").contiguous()  # exact (erf) GELU, as torch's nn.GELU()
+        # exact (erf) GELU, as torch's nn.GELU(); both contiguous, or the backward recomputes the c_fc matmul
+        x = self.c_fc(x).contiguous().gelu(approximate="none").contiguous()
         return self.c_proj(x).dropout(self.dropout)
 
 
