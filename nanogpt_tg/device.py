@@ -2,6 +2,8 @@
 from tinygrad import Device
 from tinygrad.helpers import DEV
 
+from . import kernels
+
 ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
            "opencl": "CL", "amd": "AMD", "nv": "NV"}
 
@@ -12,7 +14,9 @@ def set_device(name: str) -> str:
     """Make `name` tinygrad's default device ('auto' keeps tinygrad's choice) and return its tinygrad name.
 
     Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
+    Also installs the CPU matmul kernel options (kernels.py) before anything compiles.
     """
+    kernels.install()
     previous = DEV.value
     if name != "auto":
         base, _, index = name.partition(":")
