@@ -1,0 +1,65 @@
+"""The CPU matmul kernel options (kernels.py): applied where meant, and the products still equal numpy's."""
+import numpy as np
+import pytest
+import tinygrad.codegen.opt.heuristic as heuristic
+from tinygrad import Context, Device, Tensor
+from tinygrad.codegen.opt import OptOps
+
+from nanogpt_tg import kernels
+
+pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU"), reason="the options are for the CPU backend")
+
+
+@pytest.fixture
+def applied(monkeypatch):
+    """The options chosen for each kernel compiled in the test, in this process (PARALLEL=0: no worker processes)."""
+    kernels.install()
+    seen = []
+
+    def spy(k):
+        out = kernels.hand_coded_optimizations(k)
+        seen.append(tuple(out.applied_opts))
+        return out
+
+    monkeypatch.setattr(heuristic, "hand_coded_optimizations", spy)
+    with Context(PARALLEL=0):
+        yield seen
+
+
+# shapes unlike any other test's, so every kernel is generated here rather than taken from tinygrad's program cache
+CASES = {
+    "x @ w.T (a Linear)": ((40, 24), (56, 24), lambda a, b: a @ b.T),
+    "x @ w": ((40, 24), (24, 72), lambda a, b: a @ b),
+    "x.T @ g (a weight gradient)": ((88, 24), (88, 40), lambda a, b: a.T @ b),
+    "batched heads": ((2, 3, 16, 8), (2, 3, 8, 24), lambda a, b: a @ b),
+    "odd sizes (65 classes)": ((13, 20), (65, 20), lambda a, b: a @ b.T),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_matmul_equals_numpy(applied, name):
+    """float32 products against numpy's float64, to 1e-5 relative + 1e-5 absolute (O(1) inputs, sums of 8-88 terms)."""
+    shape_a, shape_b, op = CASES[name]
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    got = op(Tensor(a), Tensor(b)).numpy()
+    np.testing.assert_allclose(got, op(a.astype(np.float64), b.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    assert applied, "no kernel was generated"
+
+
+def test_options_are_applied(applied):
+    """A Linear-shaped product gets the 8 x 4 upcast and the unroll of 4, not tinygrad's 3 x 3."""
+    rng = np.random.default_rng(8)
+    a, w = rng.standard_normal((48, 32)).astype(np.float32), rng.standard_normal((80, 32)).astype(np.float32)
+    (Tensor(a) @ Tensor(w).T).realize()
+    upcasts = sorted(o.arg for opts in applied for o in opts if o.op is OptOps.UPCAST)
+    unrolls = [o.arg for opts in applied for o in opts if o.op is OptOps.UNROLL]
+    assert upcasts == [kernels.UPCAST_M, kernels.UPCAST_N] and unrolls == [kernels.UNROLL_K], applied
+
+
+def test_off_switch(monkeypatch):
+    """NANOGPT_TG_MATMUL_OPTS=0: install() leaves tinygrad's heuristic in place."""
+    monkeypatch.setenv("NANOGPT_TG_MATMUL_OPTS", "0")
+    monkeypatch.setattr(heuristic, "hand_coded_optimizations", kernels._tinygrad_heuristic)
+    kernels.install()
+    assert heuristic.hand_coded_optimizations is kernels._tinygrad_heuristic
