@@ -3,7 +3,7 @@
 tinygrad 0.14 picks each kernel's optimizations (upcasts, unrolls) with `hand_coded_optimizations`. For a matmul on
 a device without local memory (the CPU's clang backend) it upcasts the two output axes by 3 and 3 and unrolls the
 reduction by 4. Upcasting them by 8 and 4 (32 accumulators) and unrolling 4 made the README CPU config's training step
-1.6x faster here (about 300 -> 185 ms; BENCHMARKS.md), with the same numbers to float rounding.
+1.9x faster here (278 -> 148 ms per step; BENCHMARKS.md), with the same numbers to float rounding.
 
 tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(arg=opts)` is dropped when buffers are
 allocated), and BEAM search takes tens of minutes for a whole training step on two cores. So `install()` wraps the
@@ -18,7 +18,7 @@ import tinygrad.engine.worker as worker
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.uop.ops import Ops
 
-UPCAST_N, UPCAST_M, UNROLL_K = 8, 4, 4  # measured best of 16 combinations on the README CPU config's step
+UPCAST_N, UPCAST_M, UNROLL_K = 8, 4, 4  # the best of 15 combinations timed on the README CPU config's step
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
 _tinygrad_init_worker = worker._init_worker
 
