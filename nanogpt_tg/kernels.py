@@ -1,26 +1,50 @@
-"""Matmul kernel options for tinygrad's CPU backend, where its hand-coded heuristic leaves most of the speed unused.
+"""Matmul kernels for tinygrad's CPU backend, where its hand-coded heuristic leaves most of the speed unused.
 
 tinygrad 0.14 picks each kernel's optimizations (upcasts, unrolls) with `hand_coded_optimizations`. For a matmul on
 a device without local memory (the CPU's clang backend) it upcasts the two output axes by 3 and 3 and unrolls the
-reduction by 4. Upcasting them by 8 and 4 (32 accumulators) and unrolling 4 made the README CPU config's training step
-1.9x faster here (278 -> 148 ms per step; BENCHMARKS.md), with the same numbers to float rounding.
+reduction by 4, and it groups at most 4 floats into one vector load, so clang emits 128-bit FMAs on CPUs that have
+256- or 512-bit ones. Here: upcasts of 16 (the contiguous output axis) by 8, an unroll of 4, loads and stores of up
+to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_threads.py runs the parts at
+once). A 768x512x512 product went from 48 to 139 GFLOP/s on one core here (BENCHMARKS.md), same numbers to rounding.
 
 tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(arg=opts)` is dropped when buffers are
 allocated), and BEAM search takes tens of minutes for a whole training step on two cores. So `install()` wraps the
 heuristic itself, in this process and in tinygrad's compile worker processes (started with spawn, they import this
-module through the pool initializer). Reduce kernels on devices with local memory (GPUs) are left to tinygrad.
+module through the pool initializer). Devices with local memory (GPUs) are left to tinygrad.
 NANOGPT_TG_MATMUL_OPTS=0 turns it off, e.g. to compare.
 """
+import inspect
 import os
 
+import tinygrad.codegen as codegen
+import tinygrad.codegen.late.coalesce as coalesce
 import tinygrad.codegen.opt.heuristic as heuristic
 import tinygrad.engine.worker as worker
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
-from tinygrad.uop.ops import Ops
+from tinygrad.helpers import prod
+from tinygrad.uop.ops import AxisType, Ops
 
-UPCAST_N, UPCAST_M, UNROLL_K = 8, 4, 4  # the best of 15 combinations timed on the README CPU config's step
+UPCAST_N, UPCAST_M, UNROLL_K = 16, 8, 4  # the best of the combinations timed (BENCHMARKS.md), with WIDE_LOADS
+WIDE_LOADS = [16, 8, 4, 2]  # float loads and stores clang may turn into one AVX-512 (16), AVX (8) or SSE (4) access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
 _tinygrad_init_worker = worker._init_worker
+_tinygrad_coalescing = codegen.memory_coalescing
+
+
+def _wide_coalescing():
+    """tinygrad's memory_coalescing, but on renderers without local memory float accesses group up to WIDE_LOADS[0].
+
+    tinygrad 0.14 groups at most 4 floats into one vector access on the CPU, so clang emits 128-bit loads and FMAs
+    even where the CPU has 256- or 512-bit ones; the function has no parameter for it, so its source is rebuilt with
+    the one line changed. None when that line is not found (another tinygrad version): then tinygrad's is kept."""
+    line = 'lengths = [8,4,2] if buf.dtype == dtypes.half and getenv("ALLOW_HALF8") else [4,2]'
+    source = inspect.getsource(coalesce.memory_coalescing)
+    if source.count(line) != 1:
+        return None
+    wide = f"lengths = {WIDE_LOADS} if buf.dtype == dtypes.float and not ctx.has_local else {line[len('lengths = '):]}"
+    namespace = dict(vars(coalesce))
+    exec(compile(source.replace(line, wide), coalesce.__file__, "exec"), namespace)
+    return namespace["memory_coalescing"]
 
 
 def matmul_opts(k) -> list[Opt] | None:
@@ -51,10 +75,27 @@ def hand_coded_optimizations(k):
         try:
             for opt in candidate:
                 tried.apply_opt(opt)
-            return tried
+            return split_into_threads(tried)
         except KernelOptError:
             pass
     return _tinygrad_heuristic(k)
+
+
+def split_into_threads(k):
+    """tinygrad's heuristic ends by splitting an output axis into one part per CPU thread; the same after ours.
+
+    The parts run on all cores at once with cpu_threads.install(); tinygrad's own runtime runs them in turn."""
+    threads = k.ren.global_max[0] if k.ren.has_threads and k.ren.global_max else 1
+    if threads < 2 or prod(k.full_shape) // (128 << 10) < threads:  # tinygrad's bar: about 128K operations a part
+        return k
+    for axis in k.axes_of(AxisType.WEAK):
+        if k.full_shape[axis] % threads == 0:
+            try:
+                k.apply_opt(Opt(OptOps.THREAD, axis, threads))
+                return k
+            except KernelOptError:
+                pass
+    return k
 
 
 def _init_worker():
@@ -68,4 +109,5 @@ def install():
     if os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1") == "0":
         return
     heuristic.hand_coded_optimizations = hand_coded_optimizations
+    codegen.memory_coalescing = _wide_coalescing() or _tinygrad_coalescing
     worker._init_worker = _init_worker  # pools started after this run it; one started before keeps tinygrad's
