@@ -2,7 +2,7 @@
 from tinygrad import Device
 from tinygrad.helpers import DEV
 
-from . import kernels
+from . import cpu_threads, kernels
 
 ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
            "opencl": "CL", "amd": "AMD", "nv": "NV"}
@@ -14,7 +14,8 @@ def set_device(name: str) -> str:
     """Make `name` tinygrad's default device ('auto' keeps tinygrad's choice) and return its tinygrad name.
 
     Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
-    Also installs the CPU matmul kernel options (kernels.py) before anything compiles.
+    Also installs the CPU matmul kernel options (kernels.py) before anything compiles, and on the CPU the runtime
+    that runs a kernel's thread parts on all cores at once (cpu_threads.py).
     """
     kernels.install()
     previous = DEV.value
@@ -24,6 +25,8 @@ def set_device(name: str) -> str:
     try:
         device = Device.DEFAULT
         Device[device]  # opens it: fails here, not deep inside the first kernel
+        if device.split(":")[0] == "CPU":
+            cpu_threads.install()
     except Exception as e:
         DEV.value = previous
         raise ValueError(f"--device={name}: tinygrad cannot open it ({type(e).__name__}: {e}); "

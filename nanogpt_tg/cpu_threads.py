@@ -1,0 +1,153 @@
+"""Run tinygrad's thread-split CPU kernels on all cores at once.
+
+tinygrad 0.14 splits big CPU kernels into NUM_CPU_THREADS parts (its THREAD option: the kernel takes a `core_id`),
+but its CPU runtime calls the parts one after another from Python: one core does all the work. Here a kernel with
+parts is one call of `run_parts` below (C, built once with clang and cached): it hands the parts to a pool of
+NUM_CPU_THREADS - 1 threads plus the calling thread and returns when all are done, so kernels still run in order and
+every result is the same. Pool threads spin briefly between kernels, then sleep.
+
+`install()` is called by device.set_device for the CPU; NANOGPT_TG_CPU_THREADS=0 leaves tinygrad's serial runtime.
+Without a C compiler with pthreads, or on Windows, tinygrad's runtime is kept too.
+"""
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import tinygrad.runtime.ops_cpu as ops_cpu
+from tinygrad.helpers import NUM_CPU_THREADS, cache_dir, getenv
+
+KERNEL_ARGS = ops_cpu.MAX_ARGS  # the most arguments tinygrad passes a CPU kernel
+_CALL = ", ".join(f"a[{i}]" for i in range(KERNEL_ARGS))
+SOURCE = r"""
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+typedef uint64_t u64;
+typedef void (*kernel_t)(%(types)s);  /* called with every slot; a kernel reads the arguments it has */
+enum { SPINS = 20000 };               /* polls before a pool thread sleeps: about 0.1 ms */
+
+static struct { kernel_t kernel; u64 parts, slot, args[%(n)d]; } job;
+static _Atomic u64 ticket;            /* generation << 32 | next part to run */
+static _Atomic u64 finished;          /* parts of this generation done */
+static _Atomic int sleepers;
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+static inline void relax(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+/* run parts of generation gen until none is left; a thread late from an older generation claims nothing */
+static void work(u64 gen) {
+  for (;;) {
+    u64 t = atomic_load(&ticket);
+    if ((t >> 32) != gen || (t & 0xffffffffu) >= job.parts) return;
+    if (!atomic_compare_exchange_weak(&ticket, &t, t + 1)) continue;
+    u64 a[%(n)d];
+    for (int i = 0; i < %(n)d; i++) a[i] = job.args[i];
+    a[job.slot] = t & 0xffffffffu;
+    job.kernel(%(call)s);
+    atomic_fetch_add(&finished, 1);
+  }
+}
+
+static void *pool_thread(void *unused) {
+  (void)unused;
+  u64 seen = 0;
+  for (;;) {
+    for (int i = 0; (atomic_load(&ticket) >> 32) == seen; i++) {
+      if (i < SPINS) { relax(); continue; }
+      pthread_mutex_lock(&mutex);
+      sleepers++;
+      while ((atomic_load(&ticket) >> 32) == seen) pthread_cond_wait(&wake, &mutex);
+      sleepers--;
+      pthread_mutex_unlock(&mutex);
+    }
+    seen = atomic_load(&ticket) >> 32;
+    work(seen);
+  }
+  return 0;
+}
+
+int start_pool(int threads) {
+  for (int i = 0; i < threads; i++) {
+    pthread_t t;
+    if (pthread_create(&t, 0, pool_thread, 0) != 0) return i;
+    pthread_detach(t);
+  }
+  return threads;
+}
+
+/* run parts 0..parts-1 of kernel, each with its part number in args[slot], and return when all are done */
+void run_parts(u64 kernel, u64 parts, u64 slot, const u64 *args, u64 nargs) {
+  job.kernel = (kernel_t)kernel; job.parts = parts; job.slot = slot;
+  for (u64 i = 0; i < %(n)d; i++) job.args[i] = i < nargs ? args[i] : 0;
+  atomic_store(&finished, 0);
+  u64 gen = (atomic_load(&ticket) >> 32) + 1;
+  atomic_store(&ticket, gen << 32);
+  pthread_mutex_lock(&mutex);
+  if (sleepers) pthread_cond_broadcast(&wake);
+  pthread_mutex_unlock(&mutex);
+  work(gen);
+  while (atomic_load(&finished) < parts) relax();
+}
+""" % {"types": ", ".join(["u64"] * KERNEL_ARGS), "n": KERNEL_ARGS, "call": _CALL}
+
+_run_parts = None  # the library's run_parts, once loaded
+_tinygrad_call = ops_cpu.CPUProgram.__call__
+
+
+def _library() -> ctypes.CDLL:
+    """Build (once; cached by the source's hash beside tinygrad's cache) and load the pool library."""
+    key = hashlib.sha256((SOURCE + sys.platform).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, "nanogpt_tg", f"cpu_threads_{key}.so")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".so")
+        os.close(fd)
+        try:
+            subprocess.run([getenv("CC", "clang"), "-O2", "-shared", "-fPIC", "-pthread", "-x", "c", "-", "-o", tmp],
+                           input=SOURCE.encode(), check=True, capture_output=True)
+            os.replace(tmp, path)  # atomic: a process beside this one loads a whole library or builds its own
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return ctypes.CDLL(path)
+
+
+def call_parts(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
+    """CPUProgram.__call__, with a thread-split kernel's parts run by the pool at once."""
+    if self.lvp or "core_id" not in self.runtimevars or global_size[0] < 2:
+        return _tinygrad_call(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
+                              timeout=timeout)
+    st = time.perf_counter()
+    args = [b.va_addr for b in bufs] + [v or 0 for v in vals]  # the core_id slot is filled in per part
+    _run_parts(self.addr, global_size[0], self.runtimevars["core_id"], (ctypes.c_uint64 * len(args))(*args), len(args))
+    return time.perf_counter() - st if wait else None
+
+
+def install() -> bool:
+    """Run thread-split CPU kernels on the pool from now on (idempotent). False where tinygrad's runtime is kept."""
+    global _run_parts
+    if _run_parts is not None:
+        return True
+    if os.environ.get("NANOGPT_TG_CPU_THREADS", "1") == "0" or sys.platform == "win32" or NUM_CPU_THREADS.value < 2:
+        return False
+    try:
+        lib = _library()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    lib.start_pool(NUM_CPU_THREADS.value - 1)
+    lib.run_parts.argtypes = [ctypes.c_uint64] * 3 + [ctypes.c_void_p, ctypes.c_uint64]
+    lib.run_parts.restype = None
+    _run_parts = lib.run_parts
+    ops_cpu.CPUProgram.__call__ = call_parts
+    return True

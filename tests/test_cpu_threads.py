@@ -1,0 +1,46 @@
+"""The CPU thread pool (cpu_threads.py): thread-split kernels go through it, and every part runs exactly once."""
+import os
+
+import numpy as np
+import pytest
+from tinygrad import Device, Tensor
+from tinygrad.helpers import NUM_CPU_THREADS
+
+from nanogpt_tg import cpu_threads
+from nanogpt_tg.device import set_device
+
+pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU") or NUM_CPU_THREADS.value < 2,
+                                reason="the pool runs CPU kernels on two or more threads")
+
+
+@pytest.fixture
+def parts_run(monkeypatch):
+    """The number of parts of each kernel run through the pool during the test."""
+    if os.environ.get("NANOGPT_TG_CPU_THREADS") == "0":
+        pytest.skip("NANOGPT_TG_CPU_THREADS=0: the pool is off")
+    set_device("cpu")
+    assert cpu_threads._run_parts is not None, "the pool did not install"
+    seen, run = [], cpu_threads._run_parts
+    monkeypatch.setattr(cpu_threads, "_run_parts", lambda *a: (seen.append(a[1]), run(*a))[1])
+    return seen
+
+
+def test_big_elementwise_and_matmul_equal_numpy(parts_run):
+    """Kernels large enough to be split (tinygrad's bar: 128K operations a part) give numpy's results: a part run
+    twice or skipped would leave stale or doubled values. float32 against float64: 1e-5 relative, plus 1e-4 absolute
+    for the products (sums of up to 264 terms of size ~1; float32 rounding reaches ~2e-5) and 1e-5 for exp."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((520, 264)).astype(np.float32), rng.standard_normal((264, 392)).astype(np.float32)
+    ta, tb = Tensor(a), Tensor(b)
+    np.testing.assert_allclose((ta @ tb).numpy(), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)  # tinygrad's tiles
+    c, d = a[:384, :128], b[:128, :384]  # sizes that take kernels.py's 16x8 tiles
+    np.testing.assert_allclose((Tensor(c) @ Tensor(d)).numpy(), c.astype(np.float64) @ d, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose((ta * 3 + 1).exp().numpy(), np.exp(a.astype(np.float64) * 3 + 1), rtol=1e-5, atol=1e-5)
+    assert parts_run and all(p == NUM_CPU_THREADS.value for p in parts_run), parts_run
+
+
+def test_off_switch(monkeypatch):
+    """NANOGPT_TG_CPU_THREADS=0 keeps tinygrad's runtime (install reports False and patches nothing)."""
+    monkeypatch.setenv("NANOGPT_TG_CPU_THREADS", "0")
+    monkeypatch.setattr(cpu_threads, "_run_parts", None)
+    assert cpu_threads.install() is False
