@@ -2,7 +2,7 @@
 from tinygrad import Device
 from tinygrad.helpers import DEV
 
-from . import cpu_threads, kernels
+from . import cpu_runtime, kernels
 
 ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
            "opencl": "CL", "amd": "AMD", "nv": "NV"}
@@ -15,7 +15,7 @@ def set_device(name: str) -> str:
 
     Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
     Also installs the CPU matmul kernel options (kernels.py) before anything compiles, and on the CPU the runtime
-    that runs a kernel's thread parts on all cores at once (cpu_threads.py).
+    that runs a kernel's thread parts on all cores at once and a jitted step in one call (cpu_runtime.py).
     """
     kernels.install()
     previous = DEV.value
@@ -26,7 +26,7 @@ def set_device(name: str) -> str:
         device = Device.DEFAULT
         Device[device]  # opens it: fails here, not deep inside the first kernel
         if device.split(":")[0] == "CPU":
-            cpu_threads.install()
+            cpu_runtime.install(device)
     except Exception as e:
         DEV.value = previous
         raise ValueError(f"--device={name}: tinygrad cannot open it ({type(e).__name__}: {e}); "

@@ -4,7 +4,7 @@ tinygrad 0.14 picks each kernel's optimizations (upcasts, unrolls) with `hand_co
 a device without local memory (the CPU's clang backend) it upcasts the two output axes by 3 and 3 and unrolls the
 reduction by 4, and it groups at most 4 floats into one vector load, so clang emits 128-bit FMAs on CPUs that have
 256- or 512-bit ones. Here: upcasts of 16 (the contiguous output axis) by 8, an unroll of 4, loads and stores of up
-to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_threads.py runs the parts at
+to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_runtime.py runs the parts at
 once). A 768x512x512 product went from 48 to 139 GFLOP/s on one core here (BENCHMARKS.md), same numbers to rounding.
 
 tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(arg=opts)` is dropped when buffers are
@@ -25,6 +25,7 @@ from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops
 
 UPCAST_N, UPCAST_M, UNROLL_K = 16, 8, 4  # the best of the combinations timed (BENCHMARKS.md), with WIDE_LOADS
+THREAD_MIN_OPS = 16 << 10  # split a kernel into threads when each part gets this many operations (tinygrad: 128K)
 WIDE_LOADS = [16, 8, 4, 2]  # float loads and stores clang may turn into one AVX-512 (16), AVX (8) or SSE (4) access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
 _tinygrad_init_worker = worker._init_worker
@@ -78,15 +79,16 @@ def hand_coded_optimizations(k):
             return split_into_threads(tried)
         except KernelOptError:
             pass
-    return _tinygrad_heuristic(k)
+    k = _tinygrad_heuristic(k)
+    return k if any(o.op is OptOps.THREAD for o in k.applied_opts) else split_into_threads(k)
 
 
 def split_into_threads(k):
     """tinygrad's heuristic ends by splitting an output axis into one part per CPU thread; the same after ours.
 
-    The parts run on all cores at once with cpu_threads.install(); tinygrad's own runtime runs them in turn."""
+    The parts run on all cores at once with cpu_runtime.install(); tinygrad's own runtime runs them in turn."""
     threads = k.ren.global_max[0] if k.ren.has_threads and k.ren.global_max else 1
-    if threads < 2 or prod(k.full_shape) // (128 << 10) < threads:  # tinygrad's bar: about 128K operations a part
+    if threads < 2 or prod(k.full_shape) // THREAD_MIN_OPS < threads:
         return k
     for axis in k.axes_of(AxisType.WEAK):
         if k.full_shape[axis] % threads == 0:

@@ -64,8 +64,11 @@ class CausalSelfAttention:
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
         mask = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril()  # on x's device(s), for data parallel
+        # the softmax in float32, as tinygrad's softmax but with exp computed once (contiguous), and its output
         # contiguous: otherwise the softmax is recomputed inside the matmul that reads it
-        att = mask.where(att, float("-inf")).float().softmax(-1).cast(q.dtype).contiguous()  # softmax in float32
+        att = mask.where(att, float("-inf")).float()
+        att = (att - att.max(-1, keepdim=True)).exp().contiguous()
+        att = (att / att.sum(-1, keepdim=True)).cast(q.dtype).contiguous()
         att = att.dropout(self.dropout)
         y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
@@ -161,7 +164,8 @@ class GPT:
         pos = Tensor.arange(T, dtype=dtypes.int32).clone().to(idx.device)  # shape (T), on idx's device(s)
         tok_emb = self.transformer["wte"](idx)  # token embeddings of shape (B, T, n_embd)
         pos_emb = self.transformer["wpe"](pos)  # position embeddings of shape (T, n_embd)
-        x = (tok_emb + pos_emb).dropout(self.config.dropout)
+        # contiguous_backward: the embeddings' gradients read the residual stream's gradient once, not its summands
+        x = (tok_emb + pos_emb).dropout(self.config.dropout).contiguous_backward()
         for block in self.transformer["h"]:
             x = block(x)
         x = self.transformer["ln_f"](x).contiguous()

@@ -1,12 +1,12 @@
-"""The CPU thread pool (cpu_threads.py): thread-split kernels go through it, and every part runs exactly once."""
+"""The CPU thread pool (cpu_runtime.py): thread-split kernels go through it, and every part runs exactly once."""
 import os
 
 import numpy as np
 import pytest
-from tinygrad import Device, Tensor
+from tinygrad import Device, Tensor, TinyJit
 from tinygrad.helpers import NUM_CPU_THREADS
 
-from nanogpt_tg import cpu_threads
+from nanogpt_tg import cpu_runtime
 from nanogpt_tg.device import set_device
 
 pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU") or NUM_CPU_THREADS.value < 2,
@@ -19,9 +19,9 @@ def parts_run(monkeypatch):
     if os.environ.get("NANOGPT_TG_CPU_THREADS") == "0":
         pytest.skip("NANOGPT_TG_CPU_THREADS=0: the pool is off")
     set_device("cpu")
-    assert cpu_threads._run_parts is not None, "the pool did not install"
-    seen, run = [], cpu_threads._run_parts
-    monkeypatch.setattr(cpu_threads, "_run_parts", lambda *a: (seen.append(a[1]), run(*a))[1])
+    assert cpu_runtime._run_parts is not None, "the pool did not install"
+    seen, run = [], cpu_runtime._run_parts
+    monkeypatch.setattr(cpu_runtime, "_run_parts", lambda *a: (seen.append(a[1]), run(*a))[1])
     return seen
 
 
@@ -42,5 +42,29 @@ def test_big_elementwise_and_matmul_equal_numpy(parts_run):
 def test_off_switch(monkeypatch):
     """NANOGPT_TG_CPU_THREADS=0 keeps tinygrad's runtime (install reports False and patches nothing)."""
     monkeypatch.setenv("NANOGPT_TG_CPU_THREADS", "0")
-    monkeypatch.setattr(cpu_threads, "_run_parts", None)
-    assert cpu_threads.install() is False
+    monkeypatch.setattr(cpu_runtime, "_run_parts", None)
+    assert cpu_runtime.install() is False
+
+
+def test_jitted_batches_run_as_one_graph_with_new_inputs_each_call():
+    """A TinyJit on the CPU runs its kernels as a CPUGraph table; called with other input tensors each time (the graph
+    rewrites their addresses), every call's result equals numpy's (1e-5 relative, 1e-4 absolute: sums of 64 terms)."""
+    set_device("cpu")
+    built = []
+
+    class Spy(cpu_runtime.CPUGraph):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            built.append(len(self.calls))
+
+    Device["CPU"].graph = Spy
+    try:
+        step = TinyJit(lambda a, b: ((a @ b).relu() * 2 + a.sum(1, keepdim=True)).realize())
+        rng = np.random.default_rng(5)
+        for _ in range(4):
+            a, b = rng.standard_normal((96, 64)).astype(np.float32), rng.standard_normal((64, 80)).astype(np.float32)
+            want = np.maximum(a.astype(np.float64) @ b, 0) * 2 + a.sum(1, keepdims=True)
+            np.testing.assert_allclose(step(Tensor(a), Tensor(b)).numpy(), want, rtol=1e-5, atol=1e-4)
+    finally:
+        Device["CPU"].graph = cpu_runtime.CPUGraph
+    assert built and built[0] >= 2, f"no graph of two or more kernels was built: {built}"
