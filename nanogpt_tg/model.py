@@ -71,7 +71,7 @@ class CausalSelfAttention:
         att = (att / att.sum(-1, keepdim=True)).cast(q.dtype).contiguous()
         att = att.dropout(self.dropout)
         y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
+        y = y.transpose(1, 2).reshape(B, T, C).contiguous()  # re-assemble all head outputs side by side
         return self.c_proj(y).dropout(self.dropout)
 
 

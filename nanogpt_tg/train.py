@@ -64,7 +64,8 @@ def set_lr(optimizer: OptimizerGroup, lr: float):
 
 def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
     """Scale all gradients so their global L2 norm is at most max_norm (torch's clip_grad_norm_). Returns the norm."""
-    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt()
+    # each gradient's sum of squares its own kernel: fused into one, the reads of all gradients ran ~20x slower
+    norm = Tensor.stack(*[p.grad.float().square().sum().contiguous() for p in params]).sum().sqrt()
     scale = (max_norm / (norm + 1e-6)).minimum(1.0)
     for p in params:
         p.grad.assign(p.grad * scale.cast(p.grad.dtype))
