@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.dtype import _to_np_dtype
+from tinygrad.uop.ops import Ops
 
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
@@ -57,9 +59,15 @@ def configure_optimizer(model: GPT, cfg: TrainConfig) -> OptimizerGroup:
 
 
 def set_lr(optimizer: OptimizerGroup, lr: float):
-    """Write the learning rate into each optimizer's lr tensor, which the jitted step reads (a float would be baked in)."""
+    """Write the learning rate into each optimizer's lr tensor, which the jitted step reads (a float would be baked in).
+
+    On the CPU the value is copied straight into the realized buffer (an assign is scheduled by tinygrad: ~1 ms)."""
     for opt in optimizer.optimizers:
-        opt.lr.assign(Tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
+        if isinstance(opt.lr.device, str) and opt.lr.device.startswith("CPU") and opt.lr.uop.op is Ops.BUFFER \
+                and opt.lr.uop.is_realized:
+            np.frombuffer(opt.lr.uop.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(opt.lr.dtype))[:] = lr
+        else:
+            opt.lr.assign(Tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
 
 
 def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
