@@ -95,8 +95,9 @@ class Block:
         self.mlp = MLP(config)
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x).contiguous())
-        return x + self.mlp(self.ln_2(x).contiguous())
+        # contiguous_backward: the residual stream's gradient is summed once, not inside each matmul tile reading it
+        x = x + self.attn(self.ln_1(x).contiguous()).contiguous_backward()
+        return x + self.mlp(self.ln_2(x).contiguous()).contiguous_backward()
 
 
 class GPT:
