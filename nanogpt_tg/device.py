@@ -2,7 +2,7 @@
 from tinygrad import Device
 from tinygrad.helpers import DEV
 
-from . import cpu_runtime, kernels
+from . import cpu_runtime, kernels, program_cache
 
 ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
            "opencl": "CL", "amd": "AMD", "nv": "NV"}
@@ -15,9 +15,11 @@ def set_device(name: str) -> str:
 
     Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
     Also installs the CPU matmul kernel options (kernels.py) before anything compiles, and on the CPU the runtime
-    that runs a kernel's thread parts on all cores at once and a jitted step in one call (cpu_runtime.py).
+    that runs a kernel's thread parts on all cores at once and a jitted step in one call (cpu_runtime.py), and keeps
+    generated kernels on disk between runs (program_cache.py).
     """
     kernels.install()
+    program_cache.install()
     previous = DEV.value
     if name != "auto":
         base, _, index = name.partition(":")

@@ -1,7 +1,9 @@
 """The CPU matmul kernel options (kernels.py): applied where meant, and the products still equal numpy's."""
 import numpy as np
 import pytest
+import tinygrad.codegen as codegen
 import tinygrad.codegen.opt.heuristic as heuristic
+import tinygrad.engine.realize as realize
 from tinygrad import Context, Device, Tensor
 from tinygrad.codegen.opt import OptOps
 
@@ -22,11 +24,13 @@ def applied(monkeypatch):
         return out
 
     monkeypatch.setattr(heuristic, "hand_coded_optimizations", spy)
+    programs = {}  # an empty program cache, in memory only: every kernel is generated here, none read from disk
+    monkeypatch.setattr(realize, "to_program_cache", programs)
+    monkeypatch.setattr(codegen, "to_program_cache", programs)
     with Context(PARALLEL=0):
         yield seen
 
 
-# shapes unlike any other test's, so every kernel is generated here rather than taken from tinygrad's program cache
 CASES = {
     "x @ w.T (a Linear)": ((40, 24), (56, 24), lambda a, b: a @ b.T),
     "x @ w": ((40, 24), (24, 72), lambda a, b: a @ b),

@@ -1,0 +1,67 @@
+"""Keep tinygrad's generated kernels on disk between runs, so a warm start skips code generation.
+
+tinygrad 0.14 caches compiled binaries on disk, but the code generation in front of them (optimizing, expanding and
+rendering each kernel: most of the ~20 s before a training step's first iteration here) runs again in every
+process: its cache of finished programs (`to_program_cache`) is a dict in memory. `install()` puts a dict in its place
+that also reads and writes tinygrad's own disk cache (the same sqlite file and format as its compiled binaries, in
+tinygrad's cache directory: nothing from outside this machine), under a key that includes this package's kernel
+options, so a change of options never reuses a stale program. NANOGPT_TG_PROGRAM_CACHE=0 turns it off.
+"""
+import hashlib
+import os
+
+import tinygrad
+import tinygrad.codegen as codegen
+import tinygrad.engine.realize as realize
+from tinygrad.helpers import CACHELEVEL, diskcache_get, diskcache_put
+
+from . import kernels
+
+TABLE = "nanogpt_tg_program"
+
+
+def _disk_key(key: tuple) -> str:
+    """tinygrad's in-memory key (the kernel's AST hash, renderer, target, codegen settings) plus kernels.py's options."""
+    ast_key, renderer, *rest = key
+    options = (kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K, kernels.WIDE_LOADS, kernels.THREAD_MIN_OPS,
+               os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1"), getattr(tinygrad, "__version__", ""))
+    text = repr((ast_key, f"{renderer.__module__}.{renderer.__qualname__}", rest, options))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class DiskBackedPrograms(dict):
+    """tinygrad's to_program_cache, falling back to (and filling) the disk cache."""
+
+    def _load(self, key):
+        if CACHELEVEL.value < 1:
+            return None
+        prg = diskcache_get(TABLE, _disk_key(key))
+        if prg is not None:
+            dict.__setitem__(self, key, prg)
+        return prg
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or self._load(key) is not None
+
+    def get(self, key, default=None):
+        prg = dict.get(self, key)
+        return prg if prg is not None else (self._load(key) or default)
+
+    def __getitem__(self, key):
+        prg = self.get(key)
+        if prg is None:
+            raise KeyError(key)
+        return prg
+
+    def __setitem__(self, key, prg):
+        dict.__setitem__(self, key, prg)
+        if CACHELEVEL.value >= 1 and prg.op.name == "PROGRAM" and not getattr(prg.src[0].arg, "beam", 0):
+            diskcache_put(TABLE, _disk_key(key), prg)
+
+
+def install():
+    """Use the disk-backed program cache from now on (idempotent)."""
+    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or isinstance(realize.to_program_cache, DiskBackedPrograms):
+        return
+    programs = DiskBackedPrograms(realize.to_program_cache)
+    realize.to_program_cache = codegen.to_program_cache = programs
