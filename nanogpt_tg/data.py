@@ -88,6 +88,13 @@ def rng_state(device: str) -> np.ndarray | None:
     return np.concatenate([Tensor._device_seeds[device].numpy(), Tensor._device_rng_counters[device].numpy()])
 
 
+def realize_rng(device: str):
+    """Create and realize tinygrad's RNG seed and counter on device, so a jit capturing its first call reads them
+    as buffers (captured before they exist, their initial values would be written again on every replay)."""
+    Tensor._next_counter(device, 0)
+    Tensor.realize(Tensor._device_seeds[device], Tensor._device_rng_counters[device])
+
+
 def set_rng_state(device: str, state: np.ndarray):
     """Put tinygrad's RNG on device back where rng_state() found it, so batches and dropout continue exactly."""
     Tensor.manual_seed(int(state[1]))

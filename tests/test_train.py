@@ -104,3 +104,22 @@ def test_resume_continues_the_iteration_count(trained, capsys):
     first_loss = float(re.search(r"^iter 60: loss ([\d.]+)", out, re.M).group(1))
     assert first_loss < 0.5  # the trained weights were loaded, not a fresh init (~2.3)
     assert resumed["iter_num"] == 66
+
+
+def test_eval_step_captures_on_its_first_call_and_draws_fresh_batches():
+    """make_eval_step's jit captures on call 1 (no eager run): each call must still draw a new random batch, and its
+    losses equal the same forward passes run eagerly on the same RNG stream (float32, 1e-6 relative). A capture that
+    recorded the RNG's initial state would replay one batch over and over."""
+    from nanogpt_tg.data import get_batch
+    from nanogpt_tg.train import make_eval_step
+
+    cfg = TrainConfig(**{**BASE, "block_size": 4, "batch_size": 2})
+    data = Tensor(np.random.default_rng(0).integers(0, 10, size=400).astype(np.uint16))
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=4, vocab_size=10, bias=False), verbose=False)
+    Tensor.manual_seed(21)
+    step = make_eval_step(model, data, cfg)
+    got = [step().item() for _ in range(5)]
+    Tensor.manual_seed(21)
+    want = [model(*get_batch(data, 2, 4))[1].item() for _ in range(5)]
+    assert len(set(got)) == 5, got
+    np.testing.assert_allclose(got, want, rtol=1e-6)
