@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad import nn
-from tinygrad.helpers import TRAINING
+from tinygrad.helpers import prod
 from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
@@ -24,13 +24,17 @@ class GPTConfig:
     bias: bool = True  # True: bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
 
 
+MIN_ROWS_FOR_COPY = 32
+
+
 class Linear(nn.Linear):
     """tinygrad's Linear; in training its weight is multiplied as a contiguous transposed copy (see __call__)."""
 
     def __call__(self, x: Tensor) -> Tensor:
         # x @ weight.T reads the weight along its rows (in_features); the CPU's matmul kernels run ~2x faster reading
-        # it along out_features, the axis they vectorize. The copy is one small kernel; sampling (one row) reads rows.
-        w = self.weight.T.contiguous() if TRAINING else self.weight.T
+        # it along out_features, the axis they vectorize. The copy is one small kernel, worth it from a few rows on;
+        # a sampling step's one row per sample reads the weight's rows as they are.
+        w = self.weight.T.contiguous() if prod(x.shape[:-1]) >= MIN_ROWS_FOR_COPY else self.weight.T
         return x.linear(w, self.bias)
 
 
