@@ -123,7 +123,7 @@ _tinygrad_call = ops_cpu.CPUProgram.__call__
 def _library() -> ctypes.CDLL:
     """Build (once; cached by the source's hash beside tinygrad's cache) and load the pool library."""
     key = hashlib.sha256((SOURCE + sys.platform).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir, "nanogpt_tg", f"cpu_threads_{key}.so")
+    path = os.path.join(cache_dir, "nanogpt_tg", f"cpu_runtime_{key}.so")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".so")
