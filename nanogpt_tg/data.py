@@ -68,14 +68,20 @@ def load_split(data_dir: str | Path, split: str) -> Tensor:
     return Tensor(path, dtype=dtypes.uint16).to(None).realize()
 
 
-def get_batch(data: Tensor, batch_size: int, block_size: int) -> tuple[Tensor, Tensor]:
+def get_batch(data: Tensor, batch_size: int, block_size: int, start: Tensor | None = None,
+              span: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Sample batch_size windows at random offsets; y is x shifted left by one. Both (batch_size, block_size) int32.
 
-    Runs on the device with tinygrad's RNG (Tensor.manual_seed), so it can live inside a jitted step.
+    Runs on the device with tinygrad's RNG (Tensor.manual_seed), so it can live inside a jitted step. With start
+    (int32, (1,)) and span (float32, (1,): the part's length - block_size), the windows come from data[start:...]: the
+    same offsets, bit for bit, as Tensor.randint(high=span) would draw there ((high - low) * rand, cast, + low).
     """
     n = data.shape[0]
     assert n > block_size, f"{n} tokens cannot fill a block of {block_size} + 1"
-    ix = Tensor.randint(batch_size, low=0, high=n - block_size)  # (B,)
+    if start is None or span is None:
+        ix = Tensor.randint(batch_size, low=0, high=n - block_size)  # (B,)
+    else:
+        ix = (span * Tensor.rand(batch_size)).cast(dtypes.int32) + start
     offsets = ix.reshape(batch_size, 1) + Tensor.arange(block_size + 1, dtype=dtypes.int32).reshape(1, -1)
     windows = data[offsets.flatten()].reshape(batch_size, block_size + 1).cast(dtypes.int32)
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit
+from tinygrad import Context, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 from tinygrad.dtype import _to_np_dtype
@@ -117,23 +117,34 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     return train_step
 
 
-def make_eval_step(model: GPT, data: Tensor, cfg: TrainConfig, devices: tuple[str, ...] = ()):
-    """A jitted forward pass on one random batch of a split; one jit per split, since shapes are baked in.
+def make_eval_steps(model: GPT, splits: dict[str, Tensor], cfg: TrainConfig, devices: tuple[str, ...] = ()) -> dict:
+    """{split: step()}, each step a forward pass on one random batch of its split, all through one jit.
 
-    It captures on its first call: TinyJit's usual eager first call only serves lazy state, and a forward pass has
-    none once the weights and the RNG's seed and counter are realized (realize_rng). Saves ~0.5 s per split at start."""
-    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
+    The splits' tokens are concatenated once; a step passes its split's start and span (tensors, so the one capture
+    serves every split) and draws exactly the offsets Tensor.randint would within the split (get_batch). The jit
+    captures on its first call: TinyJit's usual eager first call only serves lazy state, and a forward pass has none
+    once the weights and the RNG's seed and counter are realized (realize_rng). One capture for both splits instead
+    of one each: the README command's first iter line 5.0 -> 4.8 s here."""
+    first = next(iter(splits.values()))
+    dtype = DTYPES[resolve_dtype(cfg.dtype, first.device)[0]]
+    data = Tensor.cat(*splits.values()).contiguous().realize() if len(splits) > 1 else first
 
     @TinyJit
-    def eval_step() -> Tensor:
-        x, y = get_batch(data, cfg.batch_size, cfg.block_size)
+    def eval_step(start: Tensor, span: Tensor) -> Tensor:
+        x, y = get_batch(data, cfg.batch_size, cfg.block_size, start=start, span=span)
         with autocast(model, dtype):
             return model(split_batch(x, devices), split_batch(y, devices))[1].realize()
 
-    realize_rng(data.device)
+    realize_rng(first.device)
     Tensor.realize(*get_parameters(model))
     eval_step.cnt = 1  # tinygrad 0.14: 0 runs eagerly, 1 captures, 2+ replays
-    return eval_step
+    steps, start = {}, 0
+    for split, tokens in splits.items():
+        where = (Tensor([start], dtype=dtypes.int32, device=first.device).realize(),
+                 Tensor([float(tokens.shape[0] - cfg.block_size)], dtype=dtypes.float32, device=first.device).realize())
+        steps[split] = lambda where=where: eval_step(*where)
+        start += tokens.shape[0]
+    return steps
 
 
 def estimate_loss(eval_steps: dict, eval_iters: int) -> dict[str, float]:
@@ -249,7 +260,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     last_saved = f"{out_dir / CKPT_NAME} (iter {iter_num})" if arrays is not None else "none saved yet"
 
     train_step = make_train_step(model, optimizer, splits["train"], cfg, devices, scaler)
-    eval_steps = {split: make_eval_step(model, data, cfg, devices) for split, data in splits.items()}
+    eval_steps = make_eval_steps(model, splits, cfg, devices)
 
     def checkpoint(rng: np.ndarray | None) -> str:
         """Save the run as it stands before iteration iter_num, with the RNG state `rng` of that moment."""

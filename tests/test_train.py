@@ -106,20 +106,24 @@ def test_resume_continues_the_iteration_count(trained, capsys):
     assert resumed["iter_num"] == 66
 
 
-def test_eval_step_captures_on_its_first_call_and_draws_fresh_batches():
-    """make_eval_step's jit captures on call 1 (no eager run): each call must still draw a new random batch, and its
-    losses equal the same forward passes run eagerly on the same RNG stream (float32, 1e-6 relative). A capture that
-    recorded the RNG's initial state would replay one batch over and over."""
+def test_eval_steps_share_one_capture_and_draw_what_randint_draws():
+    """make_eval_steps: one jit, captured on its first call (no eager run), serves both splits. Each call must draw a new
+    random batch of its own split, and its losses equal the eager forward passes on each split's own tensor with
+    Tensor.randint on the same RNG stream (float32, 1e-6 relative). A capture that recorded the RNG's initial state
+    would replay one batch over and over; a wrong start or span would read the other split."""
     from nanogpt_tg.data import get_batch
-    from nanogpt_tg.train import make_eval_step
+    from nanogpt_tg.train import make_eval_steps
 
     cfg = TrainConfig(**{**BASE, "block_size": 4, "batch_size": 2})
-    data = Tensor(np.random.default_rng(0).integers(0, 10, size=400).astype(np.uint16))
+    rng = np.random.default_rng(0)
+    splits = {"train": Tensor(rng.integers(0, 5, size=400).astype(np.uint16)),
+              "val": Tensor(rng.integers(5, 10, size=60).astype(np.uint16))}  # other tokens: a mixed-up read shows
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=4, vocab_size=10, bias=False), verbose=False)
     Tensor.manual_seed(21)
-    step = make_eval_step(model, data, cfg)
-    got = [step().item() for _ in range(5)]
+    steps = make_eval_steps(model, splits, cfg)
+    got = {split: [steps[split]().item() for _ in range(4)] for split in ("train", "val", "train")}
     Tensor.manual_seed(21)
-    want = [model(*get_batch(data, 2, 4))[1].item() for _ in range(5)]
-    assert len(set(got)) == 5, got
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    want = {split: [model(*get_batch(splits[split], 2, 4))[1].item() for _ in range(4)] for split in ("train", "val", "train")}
+    for split in got:
+        assert len(set(got[split])) == 4, got
+        np.testing.assert_allclose(got[split], want[split], rtol=1e-6, err_msg=split)
