@@ -6,6 +6,7 @@ reduction by 4, and it groups at most 4 floats into one vector load, so clang em
 256- or 512-bit ones. Here: upcasts of 16 (the contiguous output axis) by 8, an unroll of 4, loads and stores of up
 to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_runtime.py runs the parts at
 once). A 768x512x512 product went from 48 to 139 GFLOP/s on one core here (BENCHMARKS.md), same numbers to rounding.
+Tiles and load widths follow the CPU's vector width (vector_floats): the 16-float ones are for AVX-512.
 
 tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(arg=opts)` is dropped when buffers are
 allocated), and BEAM search takes tens of minutes for a whole training step on two cores. So `install()` wraps the
@@ -15,6 +16,7 @@ NANOGPT_TG_MATMUL_OPTS=0 turns it off, e.g. to compare.
 """
 import inspect
 import os
+import platform
 
 import tinygrad.codegen as codegen
 import tinygrad.codegen.late.coalesce as coalesce
@@ -24,9 +26,30 @@ from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops
 
-UPCAST_N, UPCAST_M, UNROLL_K = 16, 8, 4  # the best of the combinations timed (BENCHMARKS.md), with WIDE_LOADS
+
+
+def vector_floats() -> int:
+    """Floats in one SIMD register of this CPU: 16 with AVX-512, 8 with AVX2, else 4 (SSE, NEON on ARM).
+    NANOGPT_TG_VECTOR_FLOATS=16|8|4 overrides it."""
+    if os.environ.get("NANOGPT_TG_VECTOR_FLOATS"):
+        return int(os.environ["NANOGPT_TG_VECTOR_FLOATS"])
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 4
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return 8  # x86 without /proc (macOS): AVX2 on every Intel Mac since 2013
+    return 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+
+
+# 16x8 tiles (128 accumulators) were timed best with AVX-512's 32 registers of 16 floats (BENCHMARKS.md); with 16
+# registers (AVX2) or 4-float ones they would spill, so there the second session's 8x4 tiles (measured 1.9x faster
+# than tinygrad's 3x3 with 4-float loads) are kept.
+VECTOR_FLOATS = vector_floats()
+UPCAST_N, UPCAST_M, UNROLL_K = (16, 8, 4) if VECTOR_FLOATS >= 16 else (8, 4, 4)
 THREAD_MIN_OPS = 16 << 10  # split a kernel into threads when each part gets this many operations (tinygrad: 128K)
-WIDE_LOADS = [16, 8, 4, 2]  # float loads and stores clang may turn into one AVX-512 (16), AVX (8) or SSE (4) access
+WIDE_LOADS = [n for n in (16, 8, 4, 2) if n <= VECTOR_FLOATS]  # float accesses clang may make one vector access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
 _tinygrad_init_worker = worker._init_worker
 _tinygrad_coalescing = codegen.memory_coalescing

@@ -1,4 +1,10 @@
 """The CPU matmul kernel options (kernels.py): applied where meant, and the products still equal numpy's."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tinygrad.codegen as codegen
@@ -8,6 +14,8 @@ from tinygrad import Context, Device, Tensor
 from tinygrad.codegen.opt import OptOps
 
 from nanogpt_tg import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU"), reason="the options are for the CPU backend")
 
@@ -67,3 +75,13 @@ def test_off_switch(monkeypatch):
     monkeypatch.setattr(heuristic, "hand_coded_optimizations", kernels._tinygrad_heuristic)
     kernels.install()
     assert heuristic.hand_coded_optimizations is kernels._tinygrad_heuristic
+
+
+@pytest.mark.parametrize("floats, want", [("16", (16, 8, [16, 8, 4, 2])), ("8", (8, 4, [8, 4, 2])), ("4", (8, 4, [4, 2]))])
+def test_tiles_follow_the_vector_width(floats, want):
+    """16x8 tiles and 16-float loads only where a register holds 16 floats (AVX-512); narrower CPUs keep 8x4 tiles
+    (128 accumulators would spill their 16 registers). Checked in a fresh process, as the module reads it at import."""
+    code = "from nanogpt_tg import kernels as k; print(k.UPCAST_N, k.UPCAST_M, k.WIDE_LOADS)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "NANOGPT_TG_VECTOR_FLOATS": floats}, cwd=str(ROOT)).stdout.split(maxsplit=2)
+    assert (int(out[0]), int(out[1]), json.loads(out[2])) == want
