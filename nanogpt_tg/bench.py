@@ -17,10 +17,11 @@ import numpy as np
 from tinygrad import Tensor
 
 from .config import TrainConfig
-from .data import load_split
+from .data import load_split, random_offsets
 from .device import set_device
 from .model import GPT, GPTConfig
 from .tokenizer import load as load_tokenizer
+from .torch_rng import TorchGenerator
 from .train import configure_optimizer, make_train_step, set_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +73,18 @@ def tinygrad_setup(cfg: BenchConfig, vocab_size: int):
     """The model, and train.py's own jitted step on this config; returns (model, step that blocks, compile seconds)."""
     tcfg = replace(TrainConfig(), **{k: v for k, v in asdict(cfg).items() if k in TrainConfig.__dataclass_fields__})
     Tensor.manual_seed(cfg.seed)
+    gen = TorchGenerator(cfg.seed)
     model = GPT(GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
-                          bias=cfg.bias, vocab_size=vocab_size, dropout=cfg.dropout), seed=cfg.seed, verbose=False)
+                          bias=cfg.bias, vocab_size=vocab_size, dropout=cfg.dropout), verbose=False, generator=gen)
     optimizer = configure_optimizer(model, tcfg)
     set_lr(optimizer, cfg.learning_rate)
-    train_step = make_train_step(model, optimizer, load_split(ROOT / "data" / cfg.dataset, "train"), tcfg)
-    step = lambda: train_step().item()  # noqa: E731  .item() waits for the step
+    data = load_split(ROOT / "data" / cfg.dataset, "train")
+    train_step = make_train_step(model, optimizer, data, tcfg)
+
+    def step() -> float:  # as train.py: offsets drawn on the host, then the jitted step; .item() waits for it
+        ix = [random_offsets(gen, data.shape[0], cfg.batch_size, cfg.block_size)
+              for _ in range(cfg.gradient_accumulation_steps)]
+        return train_step(np.stack(ix)).item()
     t0 = time.perf_counter()
     step(), step()  # the jit runs eagerly, then captures: both compile
     return model, step, time.perf_counter() - t0

@@ -11,6 +11,7 @@ from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
 from .model import GPT, GPTConfig
+from .torch_rng import TorchGenerator
 
 MODELS = ("gpt", "bigram")
 
@@ -22,7 +23,7 @@ class BigramConfig:
 
 
 class Bigram:
-    def __init__(self, config: BigramConfig, seed: int = 1337, verbose: bool = True):
+    def __init__(self, config: BigramConfig, verbose: bool = True):
         self.config = config
         # each token reads off the logits for the next token directly from a lookup table
         self.token_embedding_table = Embedding(config.vocab_size, config.vocab_size)
@@ -55,10 +56,12 @@ class Bigram:
         return logits, loss
 
 
-def build_model(kind: str, model_args: dict, seed: int = 1337, verbose: bool = True) -> GPT | Bigram:
-    """The model --model names, from the checkpoint's model_args (a bigram reads vocab_size and block_size only)."""
+def build_model(kind: str, model_args: dict, verbose: bool = True, generator: TorchGenerator | None = None) -> GPT | Bigram:
+    """The model --model names, from the checkpoint's model_args (a bigram reads vocab_size and block_size only).
+
+    A GPT draws its initial weights from generator (default: seed 1337), as nanoGPT does from torch's."""
     if kind == "gpt":
-        return GPT(GPTConfig(**model_args), seed=seed, verbose=verbose)
+        return GPT(GPTConfig(**model_args), verbose=verbose, generator=generator)
     if kind == "bigram":
-        return Bigram(BigramConfig(model_args["vocab_size"], model_args["block_size"]), seed=seed, verbose=verbose)
+        return Bigram(BigramConfig(model_args["vocab_size"], model_args["block_size"]), verbose=verbose)
     raise ValueError(f"--model={kind} is not known; use one of {', '.join(MODELS)}")

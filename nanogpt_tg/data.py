@@ -1,4 +1,4 @@
-"""Datasets: text to uint16 token files (nanoGPT's prepare.py), and random training windows sampled on the device."""
+"""Datasets: text to uint16 token files (nanoGPT's prepare.py), and training windows at random offsets (nanoGPT's get_batch)."""
 import json
 from pathlib import Path
 
@@ -7,6 +7,7 @@ from tinygrad import Tensor, dtypes
 
 from .progress import Progress
 from .tokenizer import CharTokenizer, Tokenizer
+from .torch_rng import TorchGenerator
 
 
 def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenizer: Tokenizer | None = None) -> dict:
@@ -68,20 +69,17 @@ def load_split(data_dir: str | Path, split: str) -> Tensor:
     return Tensor(path, dtype=dtypes.uint16).to(None).realize()
 
 
-def get_batch(data: Tensor, batch_size: int, block_size: int, start: Tensor | None = None,
-              span: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Sample batch_size windows at random offsets; y is x shifted left by one. Both (batch_size, block_size) int32.
+def random_offsets(gen: TorchGenerator, n_tokens: int, batch_size: int, block_size: int) -> np.ndarray:
+    """nanoGPT's ix = torch.randint(len(data) - block_size, (batch_size,)): batch_size window starts, int32, from gen."""
+    return gen.randint(n_tokens - block_size, batch_size).astype(np.int32)
 
-    Runs on the device with tinygrad's RNG (Tensor.manual_seed), so it can live inside a jitted step. With start
-    (int32, (1,)) and span (float32, (1,): the part's length - block_size), the windows come from data[start:...]: the
-    same offsets, bit for bit, as Tensor.randint(high=span) would draw there ((high - low) * rand, cast, + low).
-    """
-    n = data.shape[0]
-    assert n > block_size, f"{n} tokens cannot fill a block of {block_size} + 1"
-    if start is None or span is None:
-        ix = Tensor.randint(batch_size, low=0, high=n - block_size)  # (B,)
-    else:
-        ix = (span * Tensor.rand(batch_size)).cast(dtypes.int32) + start
+
+def get_batch(data: Tensor, ix: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """The windows of data at the offsets ix (int32, (B,)); y is x shifted left by one. Both (B, block_size) int32.
+
+    Gathered on the device, so it can live inside a jitted step that reads ix from a buffer (random_offsets)."""
+    batch_size = ix.shape[0]
+    assert data.shape[0] > block_size, f"{data.shape[0]} tokens cannot fill a block of {block_size} + 1"
     offsets = ix.reshape(batch_size, 1) + Tensor.arange(block_size + 1, dtype=dtypes.int32).reshape(1, -1)
     windows = data[offsets.flatten()].reshape(batch_size, block_size + 1).cast(dtypes.int32)
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
@@ -102,7 +100,7 @@ def realize_rng(device: str):
 
 
 def set_rng_state(device: str, state: np.ndarray):
-    """Put tinygrad's RNG on device back where rng_state() found it, so batches and dropout continue exactly."""
+    """Put tinygrad's RNG on device back where rng_state() found it, so dropout continues exactly."""
     Tensor.manual_seed(int(state[1]))
     Tensor._next_counter(device, 0)  # creates the seed and counter tensors
     seeds, counter = Tensor._device_seeds[device], Tensor._device_rng_counters[device]

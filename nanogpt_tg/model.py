@@ -13,6 +13,8 @@ from tinygrad.uop.ops import UOp
 from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
+from .torch_rng import TorchGenerator
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -119,7 +121,7 @@ class Block:
 
 
 class GPT:
-    def __init__(self, config: GPTConfig, seed: int = 1337, verbose: bool = True):
+    def __init__(self, config: GPTConfig, seed: int = 1337, verbose: bool = True, generator: TorchGenerator | None = None):
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
         self.transformer = dict(
@@ -131,24 +133,44 @@ class GPT:
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying: https://paperswithcode.com/method/weight-tying
         self.lm_head.weight = self.transformer["wte"].weight
-        self._init_weights(seed)
+        self._init_weights(TorchGenerator(seed) if generator is None else generator)
         if verbose:
             print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
 
-    def _init_weights(self, seed: int):
-        """nanoGPT's init: N(0, 0.02) weights, zero biases, residual projections at 0.02/sqrt(2 * n_layer).
+    def _init_weights(self, gen: TorchGenerator):
+        """nanoGPT's init, N(0, 0.02) weights, zero biases, residual projections at 0.02/sqrt(2 * n_layer), drawn from
+        torch's generator in nanoGPT's order, so a seed gives nanoGPT's initial weights (to 1e-7: tests/test_torch_rng.py).
 
-        Drawn in numpy and realized at once: lazily assigned random tensors gave every layer the same weights.
+        nanoGPT's GPT.__init__ draws three times: the layers' own init as they are built (nn.Embedding N(0, 1),
+        nn.Linear kaiming-uniform weight and bias), then N(0, 0.02) over the modules in order (lm_head last: the tied
+        wte gets that draw), then the c_proj weights again. Each draw that is overwritten is still taken. Realized
+        at once from numpy: lazily assigned random tensors gave every layer the same weights.
         """
-        rng = np.random.default_rng(seed)
+        cfg = self.config
+        C, V, T = cfg.n_embd, cfg.vocab_size, cfg.block_size
+        linears = [("attn.c_attn", 3 * C, C), ("attn.c_proj", C, C), ("mlp.c_fc", 4 * C, C), ("mlp.c_proj", C, 4 * C)]
+        # 1) as built: the values are overwritten below, the draws still count
+        gen.skip_normal(V * C), gen.skip_normal(T * C)  # wte, wpe
+        for _ in range(cfg.n_layer):
+            for _, n_out, n_in in linears:
+                gen.skip(n_out * n_in + (n_out if cfg.bias else 0))
+        gen.skip(V * C)  # lm_head
+        # 2) self.apply(self._init_weights): every Linear and Embedding weight N(0, 0.02), in module order
+        w = {"transformer.wte.weight": gen.normal(V * C, 0.0, 0.02), "transformer.wpe.weight": gen.normal(T * C, 0.0, 0.02)}
+        for i in range(cfg.n_layer):
+            for name, n_out, n_in in linears:
+                w[f"transformer.h.{i}.{name}.weight"] = gen.normal(n_out * n_in, 0.0, 0.02)
+        w["transformer.wte.weight"] = gen.normal(V * C, 0.0, 0.02)  # lm_head, tied to wte
+        # 3) apply special scaled init to the residual projections, per GPT-2 paper
+        for i in range(cfg.n_layer):
+            for name, n_out, n_in in linears:
+                if name.endswith("c_proj"):
+                    w[f"transformer.h.{i}.{name}.weight"] = gen.normal(n_out * n_in, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
         for name, p in self.state_dict().items():
-            if name.endswith("bias"):
-                value = np.zeros(p.shape, dtype=np.float32)
-            elif ".ln_" in name or name.startswith("transformer.ln_f"):
-                value = np.ones(p.shape, dtype=np.float32)
-            else:
-                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
-                value = rng.normal(0.0, std, size=p.shape).astype(np.float32)
+            if name in w:
+                value = w[name].reshape(p.shape)
+            else:  # biases zero, LayerNorm weights one
+                value = np.full(p.shape, 0.0 if name.endswith("bias") else 1.0, dtype=np.float32)
             p.replace(Tensor(value, device=p.device))
         Tensor.realize(*self.parameters())
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit, dtypes
+from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 from tinygrad.dtype import _to_np_dtype
@@ -16,7 +16,7 @@ from tinygrad.uop.ops import Ops
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
-from .data import get_batch, load_split, realize_rng, rng_state, set_rng_state
+from .data import get_batch, load_split, random_offsets, realize_rng, rng_state, set_rng_state
 from .device import set_device
 from .metrics import MetricsLog
 from .model import GPT
@@ -25,6 +25,7 @@ from .parallel import check_batch, parse_devices, replicate, split_batch
 from .precision import DTYPES, LossScaler, SkippingAdamW, autocast, resolve_dtype
 from .progress import ETA, progress
 from .tokenizer import from_meta, load as load_tokenizer
+from .torch_rng import TorchGenerator
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -60,15 +61,24 @@ def configure_optimizer(model: GPT, cfg: TrainConfig) -> OptimizerGroup:
 
 
 def set_lr(optimizer: OptimizerGroup, lr: float):
-    """Write the learning rate into each optimizer's lr tensor, which the jitted step reads (a float would be baked in).
-
-    On the CPU the value is copied straight into the realized buffer (an assign is scheduled by tinygrad: ~1 ms)."""
+    """Write the learning rate into each optimizer's lr tensor, which the jitted step reads (a float would be baked in)."""
     for opt in optimizer.optimizers:
-        if isinstance(opt.lr.device, str) and opt.lr.device.startswith("CPU") and opt.lr.uop.op is Ops.BUFFER \
-                and opt.lr.uop.is_realized:
-            np.frombuffer(opt.lr.uop.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(opt.lr.dtype))[:] = lr
-        else:
-            opt.lr.assign(Tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
+        write(opt.lr, np.array([lr]))
+
+
+def write(t: Tensor, values: np.ndarray):
+    """Copy values into t's realized buffer: an input a jitted step reads on every replay.
+
+    On the CPU straight into its memory (an assign is scheduled by tinygrad: ~1 ms)."""
+    if isinstance(t.device, str) and t.device.startswith("CPU") and t.uop.op is Ops.BUFFER and t.uop.is_realized:
+        np.frombuffer(t.uop.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype))[:] = values.ravel()
+    else:
+        t.assign(Tensor(values.reshape(t.shape), dtype=t.dtype, device=t.device)).realize()
+
+
+def offsets_buffer(shape: tuple[int, ...], device: str) -> Tensor:
+    """A realized int32 buffer for the batch offsets a jitted step reads (filled by write)."""
+    return Tensor(np.zeros(shape, dtype=np.int32), device=device).contiguous().realize()
 
 
 def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
@@ -83,20 +93,22 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
 
 def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig,
                     devices: tuple[str, ...] = (), scaler: LossScaler | None = None):
-    """One jitted step: sample gradient_accumulation_steps batches on the device, accumulate, clip, AdamW.
+    """step(ix): one jitted call that gathers the gradient_accumulation_steps batches at the offsets ix
+    ((gradient_accumulation_steps, batch_size) int32, random_offsets) on the device, accumulates, clips, AdamW.
 
     With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
     gradients overflowed is skipped."""
     params = optimizer.params
     dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]  # train() resolved it already; a direct call may not
+    ix = offsets_buffer((cfg.gradient_accumulation_steps, cfg.batch_size), data.device)
 
     @TinyJit
     @Context(TRAINING=1)
     def train_step() -> Tensor:
         optimizer.zero_grad()
         with autocast(model, dtype):
-            for _ in range(cfg.gradient_accumulation_steps):
-                x, y = get_batch(data, cfg.batch_size, cfg.block_size)
+            for micro_step in range(cfg.gradient_accumulation_steps):
+                x, y = get_batch(data, ix[micro_step], cfg.block_size)
                 _, loss = model(split_batch(x, devices), split_batch(y, devices))
                 scaled = scaler.scale_loss(loss) if scaler is not None else loss
                 (scaled / cfg.gradient_accumulation_steps).backward()  # scale the loss to account for accumulation
@@ -110,39 +122,47 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
             clip_grad_norm(params, cfg.grad_clip)
         return loss.realize(*optimizer.schedule_step(), *state)  # the last micro-step's loss, as nanoGPT logs it
 
-    # capture on the first call (see make_eval_step): the lazy state a step reads, realized here, is all there is
-    realize_rng(data.device)
+    # capture on the first call (see make_eval_steps): the lazy state a step reads, realized here, is all there is
+    realize_rng(data.device)  # dropout's
     Tensor.realize(*get_parameters(model), *get_parameters(optimizer), *(get_parameters(scaler) if scaler else []))
     train_step.cnt = 1
-    return train_step
+
+    def step(offsets: np.ndarray) -> Tensor:
+        write(ix, offsets)
+        return train_step()
+    return step
 
 
-def make_eval_steps(model: GPT, splits: dict[str, Tensor], cfg: TrainConfig, devices: tuple[str, ...] = ()) -> dict:
-    """{split: step()}, each step a forward pass on one random batch of its split, all through one jit.
+def make_eval_steps(model: GPT, splits: dict[str, Tensor], cfg: TrainConfig, gen: TorchGenerator,
+                    devices: tuple[str, ...] = ()) -> dict:
+    """{split: step()}, each step the loss of one batch of its split at offsets drawn from gen, all through one jit.
 
-    The splits' tokens are concatenated once; a step passes its split's start and span (tensors, so the one capture
-    serves every split) and draws exactly the offsets Tensor.randint would within the split (get_batch). The jit
-    captures on its first call: TinyJit's usual eager first call only serves lazy state, and a forward pass has none
-    once the weights and the RNG's seed and counter are realized (realize_rng). One capture for both splits instead
-    of one each: the README command's first iter line 5.0 -> 4.8 s here."""
+    The splits' tokens are concatenated once and a step writes its offsets, shifted to its split, into the buffer
+    the jit reads: one capture serves every split. The jit captures on its first call: TinyJit's usual eager first
+    call only serves lazy state, and a forward pass has none once the weights are realized. One capture for both
+    splits instead of one each: the README command's first iter line 5.0 -> 4.8 s here."""
     first = next(iter(splits.values()))
     dtype = DTYPES[resolve_dtype(cfg.dtype, first.device)[0]]
     data = Tensor.cat(*splits.values()).contiguous().realize() if len(splits) > 1 else first
+    ix = offsets_buffer((cfg.batch_size,), first.device)
 
     @TinyJit
-    def eval_step(start: Tensor, span: Tensor) -> Tensor:
-        x, y = get_batch(data, cfg.batch_size, cfg.block_size, start=start, span=span)
+    def eval_step() -> Tensor:
+        x, y = get_batch(data, ix, cfg.block_size)
         with autocast(model, dtype):
             return model(split_batch(x, devices), split_batch(y, devices))[1].realize()
 
-    realize_rng(first.device)
     Tensor.realize(*get_parameters(model))
     eval_step.cnt = 1  # tinygrad 0.14: 0 runs eagerly, 1 captures, 2+ replays
+
+    def step_at(start: int, n_tokens: int):
+        def step() -> Tensor:
+            write(ix, random_offsets(gen, n_tokens, cfg.batch_size, cfg.block_size) + start)
+            return eval_step()
+        return step
     steps, start = {}, 0
     for split, tokens in splits.items():
-        where = (Tensor([start], dtype=dtypes.int32, device=first.device).realize(),
-                 Tensor([float(tokens.shape[0] - cfg.block_size)], dtype=dtypes.float32, device=first.device).realize())
-        steps[split] = lambda where=where: eval_step(*where)
+        steps[split] = step_at(start, tokens.shape[0])
         start += tokens.shape[0]
     return steps
 
@@ -204,9 +224,10 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir)
-    Tensor.manual_seed(cfg.seed)
+    gen = TorchGenerator(cfg.seed)  # nanoGPT's torch.manual_seed: the same initial weights and batches as nanoGPT
+    Tensor.manual_seed(cfg.seed)  # tinygrad's, for dropout on the device
 
-    # data: the token files as tensors on the device; windows are sampled inside the jitted steps
+    # data: the token files as tensors on the device; the jitted steps gather the windows at offsets drawn by gen
     data_dir = Path("data") / cfg.dataset
     meta_path = data_dir / "meta.json"
     if not meta_path.is_file() and (data_dir / "meta.pkl").is_file():
@@ -243,7 +264,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         if data.shape[0] <= cfg.block_size:
             raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
                              f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
-    model = build_model(cfg.model, model_args, seed=cfg.seed)
+    model = build_model(cfg.model, model_args, generator=gen)
     if devices:  # before the optimizer, so that its moments are replicated too
         replicate(model.parameters(), devices)
     optimizer = configure_optimizer(model, cfg)
@@ -253,21 +274,28 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         load_optimizer(model, optimizer, arrays, out_dir)
         if scaler is not None:  # float16: the loss scale goes on where it was (a checkpoint without one starts afresh)
             scaler.load_state(arrays)
-        if "rng.state" in arrays:  # batches and dropout go on exactly where the interrupted run was
+        if "rng.batches" in arrays:  # batches and dropout go on exactly where the interrupted run was
+            gen.set_state(arrays["rng.batches"])
             set_rng_state(device, arrays["rng.state"])
-        else:
-            Tensor.manual_seed(cfg.seed + iter_num)  # fresh batches, not a replay of the first run's
+        else:  # a checkpoint without them (nanoGPT's): fresh batches, not a replay of the first run's
+            gen = TorchGenerator(cfg.seed + iter_num)
+            Tensor.manual_seed(cfg.seed + iter_num)
     last_saved = f"{out_dir / CKPT_NAME} (iter {iter_num})" if arrays is not None else "none saved yet"
 
     train_step = make_train_step(model, optimizer, splits["train"], cfg, devices, scaler)
-    eval_steps = make_eval_steps(model, splits, cfg, devices)
+    eval_steps = make_eval_steps(model, splits, cfg, gen, devices)
+    n_train = splits["train"].shape[0]
 
-    def checkpoint(rng: np.ndarray | None) -> str:
-        """Save the run as it stands before iteration iter_num, with the RNG state `rng` of that moment."""
+    def rng() -> dict[str, np.ndarray]:
+        """Where the batch offsets' and dropout's random streams are now."""
+        return {"rng.batches": gen.get_state(), "rng.state": rng_state(device)}
+
+    def checkpoint(rng: dict[str, np.ndarray]) -> str:
+        """Save the run as it stands before iteration iter_num, with the RNG states `rng` of that moment."""
         info = dict(model_args=model_args, iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg),
                     meta=tokenizer.meta(), device=device)
         print(f"saving checkpoint to {out_dir}")
-        extra = ({"rng.state": rng} if rng is not None else {}) | (scaler.state() if scaler is not None else {})
+        extra = rng | (scaler.state() if scaler is not None else {})
         save_checkpoint(out_dir, model, optimizer, info, extra or None)
         return f"{out_dir / CKPT_NAME} (iter {iter_num})"
 
@@ -288,9 +316,13 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             lr = get_lr(iter_num, cfg)
             set_lr(optimizer, lr)
 
+            # nanoGPT fetches a step's first batch before it evaluates (the end of the previous step), the rest after
+            evaluating = iter_num % cfg.eval_interval == 0
+            rng_before_eval = rng() if evaluating else None  # a resume from here repeats this eval, then the step
+            ix = [random_offsets(gen, n_train, cfg.batch_size, cfg.block_size)]
+
             # evaluate the loss on train/val sets and write checkpoints
-            if iter_num % cfg.eval_interval == 0:
-                rng_before_eval = rng_state(device)  # a resume from here repeats this eval, then the step
+            if evaluating:
                 losses = estimate_loss(eval_steps, cfg.eval_iters)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": iter_num, **losses})
@@ -305,7 +337,9 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
                 break
 
             # forward backward update, with optional gradient accumulation, all in one jitted call
-            loss = train_step()
+            ix += [random_offsets(gen, n_train, cfg.batch_size, cfg.block_size)
+                   for _ in range(cfg.gradient_accumulation_steps - 1)]
+            loss = train_step(np.stack(ix))
             lossf = loss.item()  # also waits for the step to finish
             if scaler is not None and scaler.skipped.item():
                 print(f"iter {iter_num}: float16 gradients overflowed; step skipped, loss scale now {scaler.scale.item():g}")
@@ -328,7 +362,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             local_iter_num += 1
 
             if interrupt.requested:
-                checkpoint(rng_state(device))
+                checkpoint(rng())
                 print(f"stopped by {interrupt.requested} at iter {iter_num}; resume with --init_from=resume")
                 sys.exit(130)
             # termination conditions

@@ -5,7 +5,8 @@ import pytest
 from tinygrad import Tensor
 
 from conftest import shakespeare_path
-from nanogpt_tg.data import get_batch, load_split, prepare_text, read_text
+from nanogpt_tg.data import get_batch, load_split, prepare_text, random_offsets, read_text
+from nanogpt_tg.torch_rng import TorchGenerator
 from nanogpt_tg.prepare import main as prepare_main
 
 
@@ -60,8 +61,8 @@ def stream(tmp_path_factory):
 
 
 def test_batch_windows_are_real_and_y_is_x_shifted(stream):
-    Tensor.manual_seed(0)
-    x, y = get_batch(stream, 8, 16)
+    ix = random_offsets(TorchGenerator(0), stream.shape[0], 8, 16)
+    x, y = get_batch(stream, Tensor(ix), 16)
     x, y = x.numpy(), y.numpy()
     assert x.shape == y.shape == (8, 16) and x.dtype == np.int32
     for row_x, row_y in zip(x, y):
@@ -69,16 +70,15 @@ def test_batch_windows_are_real_and_y_is_x_shifted(stream):
         np.testing.assert_array_equal(row_x, np.arange(start, start + 16))  # a contiguous window of the stream
         np.testing.assert_array_equal(row_y, row_x + 1)  # y is x shifted left by one
         assert 0 <= start <= 5000 - 16 - 1
+    np.testing.assert_array_equal(x[:, 0], ix)  # the windows start at the offsets given
     assert len({r[0] for r in x}) > 1  # random offsets, not one window repeated
 
 
 def test_batches_reproducible_by_seed(stream):
-    Tensor.manual_seed(42)
-    a = [get_batch(stream, 4, 8)[0].numpy() for _ in range(3)]
-    Tensor.manual_seed(42)
-    b = [get_batch(stream, 4, 8)[0].numpy() for _ in range(3)]
-    Tensor.manual_seed(43)
-    c = get_batch(stream, 4, 8)[0].numpy()
+    def batches(seed, n):
+        gen = TorchGenerator(seed)
+        return [get_batch(stream, Tensor(random_offsets(gen, 5000, 4, 8)), 8)[0].numpy() for _ in range(n)]
+    a, b, c = batches(42, 3), batches(42, 3), batches(43, 1)[0]
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(a[0], a[1])  # successive batches differ

@@ -8,11 +8,12 @@ from tinygrad import Tensor, dtypes
 
 from nanogpt_tg.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from nanogpt_tg.config import ConfigError, TrainConfig, parse_args
-from nanogpt_tg.data import load_split, prepare_text
+from nanogpt_tg.data import load_split, prepare_text, random_offsets
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.parallel import check_batch, parse_devices, replicate
 from nanogpt_tg.precision import LossScaler, autocast, resolve_dtype
 from nanogpt_tg.sample import load_model
+from nanogpt_tg.torch_rng import TorchGenerator
 from nanogpt_tg.train import configure_optimizer, make_train_step, set_lr, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +43,15 @@ def run_steps(devices: tuple[str, ...], steps: int, dtype: str = "float32"):
         replicate(model.parameters(), devices)
     optimizer = configure_optimizer(model, cfg)
     scaler = LossScaler(devices or "CPU") if dtype == "float16" else None
-    step = make_train_step(model, optimizer, load_split("data/periodic", "train"), cfg, devices, scaler)
-    Tensor.manual_seed(0)  # the batches are sampled on the default device either way: the same global batches
+    data = load_split("data/periodic", "train")
+    step = make_train_step(model, optimizer, data, cfg, devices, scaler)
+    gen = TorchGenerator(0)  # the same global batches on any number of devices
     losses = []
-    for _ in range(steps):  # call 1 runs eagerly, 2 captures the jit, 3+ replay it
+    for _ in range(steps):  # call 1 captures the jit, 2+ replay it
         set_lr(optimizer, 1e-2)
-        losses.append(step().item())
+        ix = [random_offsets(gen, data.shape[0], cfg.batch_size, cfg.block_size)
+              for _ in range(cfg.gradient_accumulation_steps)]
+        losses.append(step(np.stack(ix)).item())
     return losses, {k: v.to(v.device[0] if devices else v.device).numpy() for k, v in model.state_dict().items()}
 
 
@@ -151,16 +155,18 @@ def test_float16_overflow_skips_the_step(workdir):
     model = GPT(GPTConfig(**GPT_ARGS), verbose=False)
     optimizer = configure_optimizer(model, cfg)
     scaler = LossScaler("CPU", init_scale=2.0**100)  # finite in float32, inf once a gradient is cast to float16
-    step = make_train_step(model, optimizer, load_split("data/periodic", "train"), cfg, (), scaler)
+    data = load_split("data/periodic", "train")
+    step = make_train_step(model, optimizer, data, cfg, (), scaler)
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
-    Tensor.manual_seed(0)
+    ix = random_offsets(TorchGenerator(0), data.shape[0], cfg.batch_size * cfg.gradient_accumulation_steps, cfg.block_size)
+    ix = ix.reshape(cfg.gradient_accumulation_steps, cfg.batch_size)
     set_lr(optimizer, 1e-2)
-    assert np.isfinite(step().item())
+    assert np.isfinite(step(ix).item())
     assert scaler.skipped.item() and scaler.scale.item() == 2.0**99
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
     assert all(not m.numpy().any() for opt in optimizer.optimizers for m in opt.m)
     scaler.scale.assign(Tensor([1024.0])).realize()
-    step()
+    step(ix)
     assert not scaler.skipped.item() and scaler.scale.item() == 1024.0
     assert any(not np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
     resumed = LossScaler(TWO)  # the scale goes into checkpoints and back, onto any number of devices

@@ -18,7 +18,8 @@ from nanogpt_tg.train import get_lr  # noqa: E402
 from torch_nanogpt import GPT, GPTConfig  # noqa: E402
 
 
-def main(cfg: TrainConfig):
+def main(cfg: TrainConfig) -> dict[str, list]:
+    """Train per cfg; returns the logged losses: {"iter": [(iter, loss)], "eval": [(iter, train loss, val loss)]}."""
     torch.manual_seed(cfg.seed)
     data_dir = Path("data") / cfg.dataset
     data = {s: np.memmap(data_dir / f"{s}.bin", dtype=np.uint16, mode="r") for s in ("train", "val")}
@@ -44,6 +45,7 @@ def main(cfg: TrainConfig):
         model.train()
         return out
 
+    log = {"iter": [], "eval": []}
     iter_num, t0, start = 0, time.time(), time.time()
     x, y = get_batch("train")
     while True:
@@ -53,6 +55,7 @@ def main(cfg: TrainConfig):
         if iter_num % cfg.eval_interval == 0:
             losses = estimate_loss()
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+            log["eval"].append((iter_num, losses["train"], losses["val"]))
         for _ in range(cfg.gradient_accumulation_steps):
             _, loss = model(x, y)
             loss = loss / cfg.gradient_accumulation_steps
@@ -65,11 +68,14 @@ def main(cfg: TrainConfig):
         t1 = time.time()
         dt, t0 = t1 - t0, t1
         if iter_num % cfg.log_interval == 0:
-            print(f"iter {iter_num}: loss {loss.item() * cfg.gradient_accumulation_steps:.4f}, time {dt * 1000:.2f}ms")
+            lossf = loss.item() * cfg.gradient_accumulation_steps
+            print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms")
+            log["iter"].append((iter_num, lossf))
         iter_num += 1
         if iter_num > cfg.max_iters:
             break
     print(f"wall time {time.time() - start:.1f}s")
+    return log
 
 
 if __name__ == "__main__":
