@@ -87,8 +87,15 @@ def matmul_opts(k) -> list[Opt] | None:
             return None
         free = sorted([free[0], rest[-1]])
     m, n = free[-2], free[-1]
-    return [Opt(OptOps.UPCAST, n, UPCAST_N), Opt(OptOps.UPCAST, m, UPCAST_M),
-            Opt(OptOps.UNROLL, len(k.unrollable_dims) - 1, UNROLL_K)]
+    k_axis = k.unrollable_dims[-1]
+    opts = [Opt(OptOps.UPCAST, n, fit(k.full_shape[n], UPCAST_N)), Opt(OptOps.UPCAST, m, fit(k.full_shape[m], UPCAST_M)),
+            Opt(OptOps.UNROLL, len(k.unrollable_dims) - 1, fit(k.full_shape[k_axis], UNROLL_K))]
+    return [o for o in opts if o.arg > 1] or None
+
+
+def fit(size: int, want: int) -> int:
+    """The largest divisor of size up to want: a tile of the axis (a 65-token vocabulary: 13 for 16, 5 for 8)."""
+    return next(d for d in range(min(want, size), 0, -1) if size % d == 0)
 
 
 def hand_coded_optimizations(k):

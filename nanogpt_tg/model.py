@@ -10,7 +10,6 @@ from tinygrad import Tensor, dtypes
 from tinygrad import nn
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import UOp
-from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
 from .torch_rng import TorchGenerator
@@ -39,6 +38,24 @@ class Linear(nn.Linear):
         # a sampling step's one row per sample reads the weight's rows as they are.
         w = self.weight.T.contiguous() if prod(x.shape[:-1]) >= MIN_ROWS_FOR_COPY else self.weight.T
         return x.linear(w, self.bias)
+
+
+MAX_VOCAB_FOR_ONE_HOT = 4096
+
+
+class Embedding(nn.Embedding):
+    """tinygrad's Embedding; a small vocabulary is looked up as a one-hot matrix times the table (see __call__)."""
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        # tinygrad looks up by selecting and summing over the vocabulary inside one kernel, ~14 GFLOP/s on the CPU
+        # here, forward and backward. As a materialized one-hot matrix the lookup is a matmul for the CPU's matmul
+        # kernels, 20x faster. Exact: each output row is one table row times 1.0 plus zeros. The one-hot matrix has
+        # tokens x vocab entries: beyond a few thousand words, tinygrad's way.
+        if self.weight.shape[0] > MAX_VOCAB_FOR_ONE_HOT:
+            return super().__call__(idx)
+        vocab = Tensor.arange(self.weight.shape[0], dtype=idx.dtype).clone().to(idx.device)
+        one_hot = (idx.unsqueeze(-1) == vocab).cast(self.weight.dtype).contiguous()  # (B, T, vocab_size)
+        return one_hot @ self.weight.contiguous_backward()
 
 
 def _softmax(x: Tensor) -> Tensor:
@@ -202,9 +219,8 @@ class GPT:
         """idx, targets: (B, T) int32. Returns logits (B, T, vocab_size) and the mean cross-entropy loss (or None)."""
         B, T = idx.shape
         assert T <= self.config.block_size, f"Cannot forward sequence of length {T}, block size is only {self.config.block_size}"
-        pos = Tensor.arange(T, dtype=dtypes.int32).clone().to(idx.device)  # shape (T), on idx's device(s)
         tok_emb = self.transformer["wte"](idx)  # token embeddings of shape (B, T, n_embd)
-        pos_emb = self.transformer["wpe"](pos)  # position embeddings of shape (T, n_embd)
+        pos_emb = self.transformer["wpe"].weight[:T]  # position embeddings of shape (T, n_embd): positions 0..T-1
         # contiguous_backward: the embeddings' gradients read the residual stream's gradient once, not its summands
         x = (tok_emb + pos_emb).dropout(self.config.dropout).contiguous_backward()
         for block in self.transformer["h"]:

@@ -10,6 +10,7 @@ that running them does not need. NANOGPT_TG_PROGRAM_CACHE=0 turns it off.
 """
 import hashlib
 import os
+from pathlib import Path
 
 import tinygrad
 import tinygrad.codegen as codegen
@@ -23,11 +24,16 @@ from . import kernels
 TABLE = "nanogpt_tg_program_slim"
 
 
+# kernels.py's code picks each kernel's options: a change to it must not find the programs of the old code
+KERNELS_SOURCE = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+
+
 def _disk_key(key: tuple) -> str:
-    """tinygrad's in-memory key (the kernel's AST hash, renderer, target, codegen settings) plus kernels.py's options."""
+    """tinygrad's in-memory key (the kernel's AST hash, renderer, target, codegen settings) plus kernels.py's options
+    and source."""
     ast_key, renderer, *rest = key
     options = (kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K, kernels.WIDE_LOADS, kernels.THREAD_MIN_OPS,
-               os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1"), getattr(tinygrad, "__version__", ""))
+               os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1"), getattr(tinygrad, "__version__", ""), KERNELS_SOURCE)
     text = repr((ast_key, f"{renderer.__module__}.{renderer.__qualname__}", rest, options))
     return hashlib.sha256(text.encode()).hexdigest()
 

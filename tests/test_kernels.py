@@ -69,6 +69,21 @@ def test_options_are_applied(applied):
     assert upcasts == [kernels.UPCAST_M, kernels.UPCAST_N] and unrolls == [kernels.UNROLL_K], applied
 
 
+def test_odd_sizes_get_the_tiles_that_divide_them(applied):
+    """A 65-word vocabulary: the logits (768 x 65) and the tied weight's gradient (65 x 128, over 768 tokens) get
+    tiles of divisors (13 or 5 for 65), not tinygrad's heuristic, which ran them at ~15 GFLOP/s here."""
+    assert [kernels.fit(65, 16), kernels.fit(65, 8), kernels.fit(768, 16), kernels.fit(7, 4)] == [13, 5, 16, 1]
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((96, 32)).astype(np.float32), rng.standard_normal((65, 32)).astype(np.float32)
+    g = rng.standard_normal((96, 65)).astype(np.float32)
+    (Tensor(x) @ Tensor(w).T).realize()
+    (Tensor(g).T @ Tensor(x)).realize()
+    upcasts = [sorted(o.arg for o in opts if o.op is OptOps.UPCAST) for opts in applied]
+    logits = sorted([kernels.fit(65, kernels.UPCAST_N), kernels.fit(96, kernels.UPCAST_M)])  # 65 the contiguous axis
+    gradient = sorted([kernels.fit(32, kernels.UPCAST_N), kernels.fit(65, kernels.UPCAST_M)])
+    assert logits in upcasts and gradient in upcasts, applied
+
+
 def test_off_switch(monkeypatch):
     """NANOGPT_TG_MATMUL_OPTS=0: install() leaves tinygrad's heuristic in place."""
     monkeypatch.setenv("NANOGPT_TG_MATMUL_OPTS", "0")
