@@ -6,7 +6,14 @@ process: its cache of finished programs (`to_program_cache`) is a dict in memory
 that also reads and writes tinygrad's own disk cache (the same sqlite file and format as its compiled binaries, in
 tinygrad's cache directory: nothing from outside this machine), under a key that includes this package's kernel
 options, so a change of options never reuses a stale program. CPU (clang) programs only, stored without the parts
-that running them does not need. NANOGPT_TG_PROGRAM_CACHE=0 turns it off.
+that running them does not need.
+
+The scheduling in front of code generation (splitting a jitted step's graph into kernels: most of what was left of
+a warm start) is cached the same way. tinygrad keeps a graph's schedule in memory (`schedule_cache`), keyed by the
+graph with its buffers as numbered parameters, so a schedule serves any buffers of the same shapes; here it is also
+read from and written to the disk cache. One part of that key named a Python object's address (a custom gradient's
+`id()` in `CallInfo`'s repr); it names a module-level function by its import path instead, so the key is the same
+in the next process. NANOGPT_TG_PROGRAM_CACHE=0 turns both off.
 """
 import hashlib
 import os
@@ -17,7 +24,8 @@ import tinygrad.codegen as codegen
 import tinygrad.engine.realize as realize
 from tinygrad.helpers import CACHELEVEL, diskcache_get, diskcache_put
 from tinygrad.renderer.cstyle import ClangRenderer
-from tinygrad.uop.ops import Ops, UOp
+import tinygrad.schedule as schedule
+from tinygrad.uop.ops import CallInfo, Ops, UOp
 
 from . import kernels
 
@@ -81,9 +89,46 @@ def slim(prg: UOp) -> UOp:
     return prg.replace(src=(sink.replace(src=()), linear.replace(src=params), source, binary))
 
 
+class DiskBackedSchedules(dict):
+    """tinygrad's schedule_cache (a graph's key -> its kernels, in order), falling back to (and filling) the disk cache."""
+
+    def get(self, key, default=None):
+        linear = dict.get(self, key)
+        if linear is None and CACHELEVEL.value >= 1:
+            linear = diskcache_get(SCHEDULE_TABLE, _schedule_key(key))
+            if linear is not None:
+                dict.__setitem__(self, key, linear)
+        return linear if linear is not None else default
+
+    def __setitem__(self, key, linear):
+        dict.__setitem__(self, key, linear)
+        if CACHELEVEL.value >= 1:
+            diskcache_put(SCHEDULE_TABLE, _schedule_key(key), linear)
+
+
+SCHEDULE_TABLE = "nanogpt_tg_schedule"
+
+
+def _schedule_key(key: bytes) -> str:
+    return hashlib.sha256(key + getattr(tinygrad, "__version__", "").encode()).hexdigest()
+
+
+def _call_info_repr(self) -> str:
+    """CallInfo's repr, with a module-level grad_fxn named by its import path instead of its id() (which changes from
+    one process to the next); lambdas and nested functions keep the id, so two of them never share a key."""
+    gf = self.grad_fxn
+    if gf is not None and "<" not in getattr(gf, "__qualname__", "<"):
+        gf = f"{gf.__module__}.{gf.__qualname__}"
+    elif gf is not None:
+        gf = id(gf)
+    return f"CallInfo({gf}, {self.name!r}, {self.precompile}, {self.precompile_backward})"
+
+
 def install():
-    """Use the disk-backed program cache from now on (idempotent)."""
+    """Use the disk-backed program and schedule caches from now on (idempotent)."""
     if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or isinstance(realize.to_program_cache, DiskBackedPrograms):
         return
     programs = DiskBackedPrograms(realize.to_program_cache)
     realize.to_program_cache = codegen.to_program_cache = programs
+    CallInfo.__repr__ = _call_info_repr
+    schedule.schedule_cache = DiskBackedSchedules(schedule.schedule_cache)
