@@ -1,8 +1,8 @@
 """Benchmark the training step and sampling, like nanoGPT's bench.py, with PyTorch eager side by side where installed.
 
-Times the real jitted step of train.py (batch sampling, forward, backward, clip, AdamW) after warm-up, and the same
-step of the PyTorch nanoGPT reference (tools/torch_nanogpt.py) in the same run, alternating rounds so that both see
-the same machine load. Ratios are the figures to compare; absolute times move with the load of a shared machine.
+Times the real jitted step of train.py (batch offsets drawn as nanoGPT draws them, windows gathered, forward,
+backward, clip, AdamW) after warm-up, and the same step of the PyTorch nanoGPT reference (tools/torch_nanogpt.py) in
+the same run, alternating rounds so that both see the same machine load. Ratios are the figures to compare; absolute times move with the load of a shared machine.
 """
 import os
 import re
