@@ -9,8 +9,9 @@ import math
 
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, Variable, dtypes
+from tinygrad.nn.state import get_state_dict
 
-from .model import GPT
+from .model import GPT, Linear, transposed_weights
 
 
 class KVCache:
@@ -29,6 +30,9 @@ class KVCache:
         self.step_idx = Tensor.zeros(rows, 1, dtype=dtypes.int32).contiguous().realize().is_param_(False)
         self.prefill_jit, self.step_jit = TinyJit(self._prefill), TinyJit(self._step)
         self.last_jit = TinyJit(lambda: self._prefill(last_only=True))
+        # each Linear's weight transposed once (refresh), not in every forward: a full window's forward made 17 copies
+        self.linears = list(get_state_dict(model, tensor_type=Linear).values())
+        self.weights_t = {id(lin): lin.weight.T.contiguous().realize() for lin in self.linears}
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
 
     def _forward(self, x: Tensor, mask: Tensor, store, last_only: bool = False) -> Tensor:
@@ -80,10 +84,25 @@ class KVCache:
 
         return self._forward(x, mask, store).realize()
 
+    def refresh(self):
+        """Copy the model's current weights into the transposed copies the jitted steps read (Generator.generate does,
+        before each generation)."""
+        for lin in self.linears:
+            self.weights_t[id(lin)].assign(lin.weight.T.contiguous()).realize()
+
     def next_logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (rows, t) int: logits (rows, V) of each row's next token; as seen in the last block_size tokens."""
         rows, t = tokens.shape
         assert rows == self.rows and t >= 1, f"expected ({self.rows}, t>=1) tokens, got {tokens.shape}"
+        transposed_weights.update(self.weights_t)  # read when a jit captures its graph (model.Linear)
+        try:
+            return self._next_logits(tokens)
+        finally:
+            for key in self.weights_t:
+                transposed_weights.pop(key, None)
+
+    def _next_logits(self, tokens: np.ndarray) -> np.ndarray:
+        rows, t = tokens.shape
         n = 0 if self.cached is None else self.cached.shape[1]
         if t <= self.block_size and n == t - 1 and n > 0 and np.array_equal(self.cached, tokens[:, :n]):
             # one new token at position n, the rest from the cache

@@ -27,6 +27,8 @@ class GPTConfig:
 
 
 MIN_ROWS_FOR_COPY = 32
+# id(Linear) -> its weight, transposed and contiguous, kept by the sampler between tokens (kvcache.py)
+transposed_weights: dict[int, Tensor] = {}
 
 
 class Linear(nn.Linear):
@@ -35,8 +37,10 @@ class Linear(nn.Linear):
     def __call__(self, x: Tensor) -> Tensor:
         # x @ weight.T reads the weight along its rows (in_features); the CPU's matmul kernels run ~2x faster reading
         # it along out_features, the axis they vectorize. The copy is one small kernel, worth it from a few rows on;
-        # a sampling step's one row per sample reads the weight's rows as they are.
-        w = self.weight.T.contiguous() if prod(x.shape[:-1]) >= MIN_ROWS_FOR_COPY else self.weight.T
+        # a sampling step's one row per sample reads the weight's rows as they are. The sampler keeps its own copies.
+        w = transposed_weights.get(id(self))
+        if w is None:
+            w = self.weight.T.contiguous() if prod(x.shape[:-1]) >= MIN_ROWS_FOR_COPY else self.weight.T
         return x.linear(w, self.bias)
 
 

@@ -83,6 +83,8 @@ class Generator:
         rng = rng if rng is not None else np.random.default_rng()
         assert idx.shape[0] == self.rows and idx.shape[1] >= 1, f"expected ({self.rows}, t>=1) tokens, got {idx.shape}"
         out = np.asarray(idx, dtype=np.int32)
+        if self.cache is not None:
+            self.cache.refresh()  # the model's weights as they are now
         for _ in progress(range(max_new_tokens), "sampling", unit="tokens"):  # a counter on a terminal only
             logits = self.next_logits(out)
             if repetition_penalty != 1.0:

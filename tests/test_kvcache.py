@@ -28,3 +28,21 @@ def test_greedy_1000_tokens_equal_crop_and_recompute_with_batched_rows():
     assert len(set(ref[0, 5:].tolist())) > 2, "the reference text is too repetitive to test anything"
     np.testing.assert_array_equal(out, ref)  # 1005 tokens, block_size 64: cache steps, then the sliding window
 
+
+
+def test_a_generator_reads_the_weights_as_they_are_when_it_starts():
+    """The sampler keeps transposed copies of the weights between tokens; each generate call takes them afresh, so
+    a Generator built before the weights changed (as training goes on) samples from the new ones: its greedy text
+    equals a new Generator's and the float64 reference's on the changed weights, past block_size."""
+    model, weights = with_big_weights(CONFIG, seed=5)
+    prompt = np.array([[3, 1, 4, 1, 5], [2, 7, 1, 8, 2]])
+    gen = Generator(model, rows=2)
+    before = gen.generate(prompt, max_new_tokens=80, temperature=0.0)
+    for name, p in model.state_dict().items():  # new weights in place, as an optimizer step writes them
+        if name.endswith("c_fc.weight") or name == "transformer.wte.weight":
+            weights[name] = weights[name][::-1].copy()
+            p.assign(p.flip(0)).realize()
+    after = gen.generate(prompt, max_new_tokens=80, temperature=0.0)
+    assert not np.array_equal(after, before), "the change did not alter the text: the test shows nothing"
+    np.testing.assert_array_equal(after, crop_and_recompute(weights, prompt, 80))
+    np.testing.assert_array_equal(after, Generator(model, rows=2).generate(prompt, max_new_tokens=80, temperature=0.0))
