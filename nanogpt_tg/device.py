@@ -1,6 +1,9 @@
 """Device choice: nanoGPT's --device names (cpu, cuda, mps...) mapped onto tinygrad's (CPU, CUDA, METAL, CL)."""
-from tinygrad import Device
+import numpy as np
+from tinygrad import Device, Tensor
+from tinygrad.dtype import _to_np_dtype
 from tinygrad.helpers import DEV
+from tinygrad.uop.ops import Ops
 
 from . import cpu_runtime, kernels, program_cache
 
@@ -49,3 +52,16 @@ def available_devices() -> list[str]:
         except Exception:
             pass
     return found
+
+
+def write(t: Tensor, values: np.ndarray):
+    """Copy values into t's realized buffer: an input a jitted step reads on every replay (a Python value would be
+    baked in at capture). On the CPU straight into its memory, once no kernel may still read it (an assign is
+    scheduled by tinygrad: ~1 ms a call)."""
+    base = t.uop.base  # a realized buffer, or (more than 1-D) a reshape of one
+    whole = t.uop is base or (t.uop.op is Ops.RESHAPE and t.uop.src[0] is base)
+    if isinstance(t.device, str) and t.device.startswith("CPU") and whole and base.op is Ops.BUFFER and base.is_realized:
+        Device[t.device].synchronize()
+        np.frombuffer(base.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype))[:] = values.ravel()
+    else:
+        t.assign(Tensor(values.reshape(t.shape), dtype=t.dtype, device=t.device)).realize()

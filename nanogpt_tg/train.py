@@ -10,14 +10,12 @@ import numpy as np
 from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
-from tinygrad.dtype import _to_np_dtype
-from tinygrad.uop.ops import Ops
 
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, random_offsets, realize_rng, rng_state, set_rng_state
-from .device import set_device
+from .device import set_device, write
 from .metrics import MetricsLog
 from .model import GPT
 from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
@@ -64,16 +62,6 @@ def set_lr(optimizer: OptimizerGroup, lr: float):
     """Write the learning rate into each optimizer's lr tensor, which the jitted step reads (a float would be baked in)."""
     for opt in optimizer.optimizers:
         write(opt.lr, np.array([lr]))
-
-
-def write(t: Tensor, values: np.ndarray):
-    """Copy values into t's realized buffer: an input a jitted step reads on every replay.
-
-    On the CPU straight into its memory (an assign is scheduled by tinygrad: ~1 ms)."""
-    if isinstance(t.device, str) and t.device.startswith("CPU") and t.uop.op is Ops.BUFFER and t.uop.is_realized:
-        np.frombuffer(t.uop.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype))[:] = values.ravel()
-    else:
-        t.assign(Tensor(values.reshape(t.shape), dtype=t.dtype, device=t.device)).realize()
 
 
 def offsets_buffer(shape: tuple[int, ...], device: str) -> Tensor:
@@ -286,17 +274,16 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     eval_steps = make_eval_steps(model, splits, cfg, gen, devices)
     n_train = splits["train"].shape[0]
 
-    def rng() -> dict[str, np.ndarray]:
+    def rng_states() -> dict[str, np.ndarray]:
         """Where the batch offsets' and dropout's random streams are now."""
         return {"rng.batches": gen.get_state(), "rng.state": rng_state(device)}
 
     def checkpoint(rng: dict[str, np.ndarray]) -> str:
-        """Save the run as it stands before iteration iter_num, with the RNG states `rng` of that moment."""
+        """Save the run as it stands before iteration iter_num, with the RNG states `rng` (rng_states()) of then."""
         info = dict(model_args=model_args, iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg),
                     meta=tokenizer.meta(), device=device)
         print(f"saving checkpoint to {out_dir}")
-        extra = rng | (scaler.state() if scaler is not None else {})
-        save_checkpoint(out_dir, model, optimizer, info, extra or None)
+        save_checkpoint(out_dir, model, optimizer, info, rng | (scaler.state() if scaler is not None else {}))
         return f"{out_dir / CKPT_NAME} (iter {iter_num})"
 
     def diverged(what: str, value: float) -> FloatingPointError:
@@ -318,7 +305,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
 
             # nanoGPT fetches a step's first batch before it evaluates (the end of the previous step), the rest after
             evaluating = iter_num % cfg.eval_interval == 0
-            rng_before_eval = rng() if evaluating else None  # a resume from here repeats this eval, then the step
+            rng_before_eval = rng_states() if evaluating else None  # a resume from here repeats this eval, then the step
             ix = [random_offsets(gen, n_train, cfg.batch_size, cfg.block_size)]
 
             # evaluate the loss on train/val sets and write checkpoints
@@ -362,7 +349,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             local_iter_num += 1
 
             if interrupt.requested:
-                checkpoint(rng())
+                checkpoint(rng_states())
                 print(f"stopped by {interrupt.requested} at iter {iter_num}; resume with --init_from=resume")
                 sys.exit(130)
             # termination conditions

@@ -142,3 +142,23 @@ def test_steps_read_the_offsets_they_are_given():
         np.testing.assert_allclose(step(ix).item(), want, rtol=1e-6, err_msg=f"call {seed}")
 
 
+
+
+def test_write_fills_cpu_buffers_in_place(monkeypatch):
+    """device.write copies straight into a realized CPU buffer, 1-D or not (the train step's offsets, the sampler's
+    token windows, the learning rate): a scheduled assign costs ~1 ms a call, ~2x a sampled token's time. A jit that
+    reads the buffer sees the new values on replay."""
+    from tinygrad import TinyJit
+    from nanogpt_tg.device import write
+    from nanogpt_tg.train import offsets_buffer
+
+    buffers = [offsets_buffer((2, 3), "CPU"), Tensor.zeros(2, 3, dtype=dtypes.int32).contiguous().realize(),
+               Tensor([0.5]).realize()]
+    jits = [TinyJit(lambda t=t: (t * 2).realize()) for t in buffers]
+    for jit in jits:
+        jit(), jit()  # captured
+    monkeypatch.setattr(Tensor, "assign", lambda *a, **k: pytest.fail("write scheduled an assign"))
+    for t, jit in zip(buffers, jits):
+        values = np.arange(t.numel()).reshape(t.shape) + 7
+        write(t, values)
+        np.testing.assert_array_equal(jit().numpy(), 2 * values.astype(t.numpy().dtype))
