@@ -54,14 +54,31 @@ def available_devices() -> list[str]:
     return found
 
 
+def _cpu_buffer(t: Tensor):
+    """t's realized CPU buffer when t is all of it (or a reshape of all of it), else None."""
+    base = t.uop.base  # a realized buffer, or (more than 1-D) a reshape of one
+    whole = t.uop is base or (t.uop.op is Ops.RESHAPE and t.uop.src[0] is base)
+    if isinstance(t.device, str) and t.device.startswith("CPU") and whole and base.op is Ops.BUFFER and base.is_realized:
+        Device[t.device].synchronize()  # no kernel still writes or reads it
+        return base.buffer
+    return None
+
+
+def read(t: Tensor) -> np.ndarray:
+    """t's values as a numpy array: a jitted step's output. On the CPU a copy straight from its memory (Tensor.numpy
+    goes through tinygrad's scheduler: ~0.2 ms, a sixth of a sampled token)."""
+    buf = _cpu_buffer(t)
+    if buf is None:
+        return t.numpy()
+    return np.frombuffer(buf.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype)).reshape(t.shape).copy()
+
+
 def write(t: Tensor, values: np.ndarray):
     """Copy values into t's realized buffer: an input a jitted step reads on every replay (a Python value would be
     baked in at capture). On the CPU straight into its memory, once no kernel may still read it (an assign is
     scheduled by tinygrad: ~1 ms a call)."""
-    base = t.uop.base  # a realized buffer, or (more than 1-D) a reshape of one
-    whole = t.uop is base or (t.uop.op is Ops.RESHAPE and t.uop.src[0] is base)
-    if isinstance(t.device, str) and t.device.startswith("CPU") and whole and base.op is Ops.BUFFER and base.is_realized:
-        Device[t.device].synchronize()
-        np.frombuffer(base.buffer.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype))[:] = values.ravel()
+    buf = _cpu_buffer(t)
+    if buf is not None:
+        np.frombuffer(buf.as_memoryview(force_zero_copy=True), dtype=_to_np_dtype(t.dtype))[:] = values.ravel()
     else:
         t.assign(Tensor(values.reshape(t.shape), dtype=t.dtype, device=t.device)).realize()

@@ -11,8 +11,8 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, dtypes
 from tinygrad.nn.state import get_state_dict
 
-from .device import write
-from .model import GPT, Linear, transposed_weights
+from .device import read, write
+from .model import GPT, Linear, softmax, transposed_weights
 
 
 class KVCache:
@@ -51,7 +51,7 @@ class KVCache:
             if last_only and i == len(blocks) - 1:
                 q, mask, x, T = q[:, :, -1:], mask[-1:], x[:, -1:], 1
             att = (q @ self.k[i].transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, block_size)
-            att = mask.where(att, float("-inf")).softmax(-1).contiguous()
+            att = softmax(mask.where(att, float("-inf")))  # exp once, in a kernel clang vectorizes
             y = (att @ self.v[i]).transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
             x = (x + attn.c_proj(y)).contiguous()  # contiguous: else later kernels recompute the residual stream
             x = (x + block.mlp(block.ln_2(x).contiguous())).contiguous()
@@ -108,7 +108,7 @@ class KVCache:
         if t <= self.block_size and n == t - 1 and n > 0 and np.array_equal(self.cached, tokens[:, :n]):
             # one new token at position n, the rest from the cache
             write(self.step_idx, tokens[:, n:])
-            logits = self.step_jit(self.start_pos.bind(n)).numpy()[:, 0, :]
+            logits = read(self.step_jit(self.start_pos.bind(n)))[:, 0, :]
         else:
             # the prompt, or past block_size the cropped window (nanoGPT's crop): the whole window, fixed shape
             window = tokens[:, -self.block_size :]
@@ -117,9 +117,9 @@ class KVCache:
             write(self.window_idx, padded)
             t, tokens = window.shape[1], window
             if t == self.block_size:  # a full window, as always past block_size: only its last position is read
-                logits = self.last_jit().numpy()[:, 0, :]
+                logits = read(self.last_jit())[:, 0, :]
             else:
-                logits = self.prefill_jit().numpy()[:, t - 1, :]
+                logits = read(self.prefill_jit())[:, t - 1, :]
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
         return logits
 
