@@ -31,6 +31,18 @@ MIN_ROWS_FOR_COPY = 32
 transposed_weights: dict[int, Tensor] = {}
 
 
+def _linear_grad(grad: UOp, call: UOp) -> tuple[UOp | None, ...]:
+    """The backward of x @ weight_t + bias (weight_t = weight.T copied): dx from weight itself, read along its rows'
+    contiguous in_features, where autograd would read the copy across its rows (2.6x slower on the CPU here)."""
+    x, weight = Tensor(call.src[1]), Tensor(call.src[2])
+    g = Tensor(grad)
+    g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
+    dx = (g @ weight).cast(x.dtype)
+    dw = (g2.T @ x2).cast(weight.dtype)
+    db = (g2.sum(0).cast(call.src[4].dtype),) if len(call.src) > 4 else ()
+    return (dx.uop, dw.uop, None, *(d.uop for d in db))
+
+
 class Linear(nn.Linear):
     """tinygrad's Linear; in training its weight is multiplied as a contiguous transposed copy (see __call__)."""
 
@@ -39,9 +51,14 @@ class Linear(nn.Linear):
         # it along out_features, the axis they vectorize. The copy is one small kernel, worth it from a few rows on;
         # a sampling step's one row per sample reads the weight's rows as they are. The sampler keeps its own copies.
         w = transposed_weights.get(id(self))
-        if w is None:
-            w = self.weight.T.contiguous() if prod(x.shape[:-1]) >= MIN_ROWS_FOR_COPY else self.weight.T
-        return x.linear(w, self.bias)
+        if w is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY:
+            return x.linear(self.weight.T if w is None else w, self.bias)
+        # with the copy, a call whose backward multiplies the weight, not the copy (_linear_grad)
+        w_t = self.weight.T.contiguous()
+        args = [x, self.weight, w_t] + ([self.bias] if self.bias is not None else [])
+        params = [Tensor(t.as_param(i).uop, device=t.device) for i, t in enumerate(args)]
+        fxn = params[0].linear(params[2], params[3] if len(params) > 3 else None)
+        return x.call(*args[1:], fxn=fxn, grad_fxn=_linear_grad)
 
 
 MAX_VOCAB_FOR_ONE_HOT = 4096

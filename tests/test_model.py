@@ -110,3 +110,27 @@ def test_parameter_names_are_nanogpts():
               "transformer.h.1.attn.c_attn.weight", "transformer.h.1.attn.c_proj.bias", "transformer.h.1.mlp.c_fc.weight",
               "transformer.h.1.mlp.c_proj.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias"]:
         assert n in names
+
+
+@pytest.mark.parametrize("rows, bias", [(40, True), (40, False), (5, True)])
+def test_linear_output_and_gradients_match_numpy(rows, bias):
+    """Linear against numpy in float64: y = x @ W.T + b, dx = g @ W, dW = g.T @ x, db = sum g. From 32 rows on the
+    weight is multiplied as a transposed copy inside a call with its own backward (model._linear_grad); below, as is.
+    Sums of 24 O(1) terms in float32: 1e-5 relative + 1e-5 absolute."""
+    from nanogpt_tg.model import MIN_ROWS_FOR_COPY, Linear
+
+    rng = np.random.default_rng(rows + bias)
+    lin = Linear(24, 56, bias=bias)
+    w, b = rng.standard_normal((56, 24)), rng.standard_normal(56)
+    lin.weight = Tensor(w.astype(np.float32)).contiguous().realize()
+    lin.bias = Tensor(b.astype(np.float32)).contiguous().realize() if bias else None
+    x, g = rng.standard_normal((2, rows // 2, 24)), rng.standard_normal((2, rows // 2, 56))
+    xt = Tensor(x.astype(np.float32)).contiguous().realize()
+    y = lin(xt)
+    params = [xt, lin.weight] + ([lin.bias] if bias else [])
+    grads = (y * Tensor(g.astype(np.float32))).sum().gradient(*params)
+    assert (rows >= MIN_ROWS_FOR_COPY) == (rows == 40)
+    want = [g @ w, g.reshape(-1, 56).T @ x.reshape(-1, 24)] + ([g.reshape(-1, 56).sum(0)] if bias else [])
+    np.testing.assert_allclose(y.numpy(), x @ w.T + (b if bias else 0), rtol=1e-5, atol=1e-5)
+    for name, got, ref in zip(["x", "weight", "bias"], grads, want):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5, err_msg=name)
