@@ -7,6 +7,8 @@ reduction by 4, and it groups at most 4 floats into one vector load, so clang em
 to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_runtime.py runs the parts at
 once). A 768x512x512 product went from 48 to 139 GFLOP/s on one core here (BENCHMARKS.md), same numbers to rounding.
 Tiles and load widths follow the CPU's vector width (vector_floats): the 16-float ones are for AVX-512.
+One-row products get their outputs in vectors too, and elementwise kernels with exp, log or sin are left as plain
+loops, which clang vectorizes (vectorizable_loop).
 
 tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(arg=opts)` is dropped when buffers are
 allocated), and BEAM search takes tens of minutes for a whole training step on two cores. So `install()` wraps the
