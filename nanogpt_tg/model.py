@@ -39,8 +39,15 @@ def _linear_grad(grad: UOp, call: UOp) -> tuple[UOp | None, ...]:
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
     dx = (g @ weight).cast(x.dtype)
     dw = (g2.T @ x2).cast(weight.dtype)
-    db = (g2.sum(0).cast(call.src[4].dtype),) if len(call.src) > 4 else ()
-    return (dx.uop, dw.uop, None, *(d.uop for d in db))
+    grads = [dx.uop, dw.uop, None]  # none for the copy: weight gets all of its gradient as dw
+    if len(call.src) > 4:  # the bias
+        grads.append(g2.sum(0).cast(call.src[4].dtype).uop)
+    return tuple(grads)
+
+
+def _as_params(*ts: Tensor) -> list[Tensor]:
+    """Each tensor as the parameter of its position, for the body of a tinygrad call on them."""
+    return [Tensor(t.as_param(i).uop, device=t.device) for i, t in enumerate(ts)]
 
 
 class Linear(nn.Linear):
@@ -56,7 +63,7 @@ class Linear(nn.Linear):
         # with the copy, a call whose backward multiplies the weight, not the copy (_linear_grad)
         w_t = self.weight.T.contiguous()
         args = [x, self.weight, w_t] + ([self.bias] if self.bias is not None else [])
-        params = [Tensor(t.as_param(i).uop, device=t.device) for i, t in enumerate(args)]
+        params = _as_params(*args)
         fxn = params[0].linear(params[2], params[3] if len(params) > 3 else None)
         return x.call(*args[1:], fxn=fxn, grad_fxn=_linear_grad)
 
@@ -92,7 +99,7 @@ def _softmax_grad(grad: UOp, call: UOp) -> tuple[UOp]:
 def softmax(x: Tensor) -> Tensor:
     """x.softmax(-1) as a tinygrad function call whose backward reads its output p: dx = p * (g - sum(g * p)).
     Autograd through tinygrad's softmax recomputes exp from x in the backward (~0.3 ms a layer on the CPU here)."""
-    return x.call(fxn=_softmax(Tensor(x.as_param(0).uop, device=x.device)), grad_fxn=_softmax_grad)
+    return x.call(fxn=_softmax(*_as_params(x)), grad_fxn=_softmax_grad)
 
 
 class LayerNorm:
