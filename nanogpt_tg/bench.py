@@ -21,7 +21,7 @@ from .data import load_split, random_offsets
 from .device import set_device
 from .model import GPT, GPTConfig
 from .tokenizer import load as load_tokenizer
-from .torch_rng import TorchGenerator
+from .compat.torch_rng import TorchGenerator
 from .train import configure_optimizer, make_train_step, set_lr
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
 from .model import GPT, GPTConfig
-from .torch_rng import TorchGenerator
+from .compat.torch_rng import TorchGenerator
 
 MODELS = ("gpt", "bigram")
 

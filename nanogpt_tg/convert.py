@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import CKPT_NAME, FORMAT, VERSION, CheckpointError, load_checkpoint, write_safetensors
-from .nanogpt_ckpt import (META_NAME, PT_NAME, find_vocabulary, read_nanogpt_checkpoint, read_vocabulary,
+from .compat.nanogpt_ckpt import (META_NAME, PT_NAME, find_vocabulary, read_nanogpt_checkpoint, read_vocabulary,
                            write_meta_pkl, write_nanogpt_checkpoint)
 
 

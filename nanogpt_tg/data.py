@@ -7,7 +7,7 @@ from tinygrad import Tensor, dtypes
 
 from .progress import Progress
 from .tokenizer import CharTokenizer, Tokenizer
-from .torch_rng import TorchGenerator
+from .compat.torch_rng import TorchGenerator
 
 
 def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenizer: Tokenizer | None = None) -> dict:
@@ -83,26 +83,3 @@ def get_batch(data: Tensor, ix: Tensor, block_size: int) -> tuple[Tensor, Tensor
     offsets = ix.reshape(batch_size, 1) + Tensor.arange(block_size + 1, dtype=dtypes.int32).reshape(1, -1)
     windows = data[offsets.flatten()].reshape(batch_size, block_size + 1).cast(dtypes.int32)
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-
-
-def rng_state(device: str) -> np.ndarray | None:
-    """tinygrad's RNG position on device: its seed and the counter every random op advances (uint32), or None."""
-    if device not in Tensor._device_rng_counters:
-        return None
-    return np.concatenate([Tensor._device_seeds[device].numpy(), Tensor._device_rng_counters[device].numpy()])
-
-
-def realize_rng(device: str):
-    """Create and realize tinygrad's RNG seed and counter on device, so a jit capturing its first call reads them
-    as buffers (captured before they exist, their initial values would be written again on every replay)."""
-    Tensor._next_counter(device, 0)
-    Tensor.realize(Tensor._device_seeds[device], Tensor._device_rng_counters[device])
-
-
-def set_rng_state(device: str, state: np.ndarray):
-    """Put tinygrad's RNG on device back where rng_state() found it, so dropout continues exactly."""
-    Tensor.manual_seed(int(state[1]))
-    Tensor._next_counter(device, 0)  # creates the seed and counter tensors
-    seeds, counter = Tensor._device_seeds[device], Tensor._device_rng_counters[device]
-    assert int(seeds[0].item()) == int(state[0]), "the RNG stream differs: saved on another device order?"
-    counter.assign(Tensor(state[2:].astype(np.uint32), dtype=dtypes.uint32, device=device)).realize()

@@ -1,18 +1,44 @@
-"""Incremental GPT forward with a key/value cache, for sampling: one jitted step per new token, no recompiles.
+"""A key/value cache for sampling: the buffers and positions that model.py's forward reads and writes through `cache=`.
 
 nanoGPT's generate recomputes the whole (cropped) context for every token. Here, while the text fits in block_size,
 the prompt is prefilled once and each new token runs one fixed-shape jitted step with a symbolic start position.
 Past block_size the window slides, every position's embedding changes, so nothing cached stays valid: each token then
 runs the full window, exactly nanoGPT's crop-and-recompute.
 """
-import math
-
 import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, dtypes
 from tinygrad.nn.state import get_state_dict
 
 from .device import read, write
-from .model import GPT, Linear, softmax, transposed_weights
+from .layers import Linear, TransposedCopies
+from .model import GPT
+
+
+def _buffer(*shape: int, dtype=dtypes.float32) -> Tensor:
+    return Tensor.zeros(*shape, dtype=dtype).contiguous().realize().is_param_(False)
+
+
+class LayerCache:
+    """One block's keys and values at positions 0..block_size-1: (B, nh, block_size, hs) each."""
+
+    def __init__(self, cache: "KVCache", shape: tuple[int, ...]):
+        self.cache, self.k, self.v = cache, _buffer(*shape), _buffer(*shape)
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Store the keys and values k, v (B, nh, T, hs) of positions start_pos..start_pos+T-1: a whole window (T is
+        block_size, from 0) or one token. Returns all keys, all values, and the mask (.., T, block_size) of the
+        positions each of the T queries sees."""
+        T, n, pos = k.shape[2], self.k.shape[2], self.cache.start_pos
+        positions = Tensor.arange(n)
+        if T == n:  # the whole window
+            self.k.assign(k.contiguous()).realize()
+            self.v.assign(v.contiguous()).realize()
+            return self.k, self.v, Tensor.ones(n, n, dtype=dtypes.bool).tril()  # causal: position t sees 0..t
+        assert T == 1, f"the cache takes a whole window of {n} or one token, not {T}"
+        at = positions.reshape(1, 1, n, 1) == pos
+        self.k.assign(at.where(k, self.k)).realize()
+        self.v.assign(at.where(v, self.v)).realize()
+        return self.k, self.v, (positions <= pos).reshape(1, 1, 1, n)  # the cached tokens and this one
 
 
 class KVCache:
@@ -21,86 +47,39 @@ class KVCache:
     def __init__(self, model: GPT, rows: int):
         cfg = model.config
         self.model, self.rows, self.block_size = model, rows, cfg.block_size
-        self.n_head, self.head_size = cfg.n_head, cfg.n_embd // cfg.n_head
-        shape = (rows, cfg.n_head, cfg.block_size, self.head_size)  # (B, nh, block_size, hs)
-        self.k = [Tensor.zeros(*shape).contiguous().realize().is_param_(False) for _ in range(cfg.n_layer)]
-        self.v = [Tensor.zeros(*shape).contiguous().realize().is_param_(False) for _ in range(cfg.n_layer)]
-        self.start_pos = Variable("start_pos", 0, cfg.block_size - 1)
+        shape = (rows, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)  # (B, nh, block_size, hs)
+        self.layers = [LayerCache(self, shape) for _ in range(cfg.n_layer)]
+        self.start_pos: int | Variable = 0  # the position of the first token the forward writes
+        self.position = Variable("start_pos", 0, cfg.block_size - 1)
         # the jitted steps read their tokens from these buffers: refilling them in place skips a Tensor per call
-        self.window_idx = Tensor.zeros(rows, cfg.block_size, dtype=dtypes.int32).contiguous().realize().is_param_(False)
-        self.step_idx = Tensor.zeros(rows, 1, dtype=dtypes.int32).contiguous().realize().is_param_(False)
-        self.prefill_jit, self.step_jit = TinyJit(self._prefill), TinyJit(self._step)
-        self.last_jit = TinyJit(lambda: self._prefill(last_only=True))
+        self.window_idx = _buffer(rows, cfg.block_size, dtype=dtypes.int32)
+        self.step_idx = _buffer(rows, 1, dtype=dtypes.int32)
+        self.prefill_jit = TinyJit(lambda: model(self.window_idx, cache=self)[0].realize())
+        self.last_jit = TinyJit(lambda: model(self.window_idx, cache=self, last_only=True)[0].realize())
+        self.step_jit = TinyJit(self._step)
         # each Linear's weight transposed once (refresh), not in every forward: a full window's forward made 17 copies
-        self.linears = list(get_state_dict(model, tensor_type=Linear).values())
-        self.weights_t = {id(lin): lin.weight.T.contiguous().realize() for lin in self.linears}
+        self.weights_t = TransposedCopies(list(get_state_dict(model, tensor_type=Linear).values()))
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
-
-    def _forward(self, x: Tensor, mask: Tensor, store, last_only: bool = False) -> Tensor:
-        """The blocks, ln_f and lm_head on embeddings x (B, T, C); store(i, k, v) writes block i's new keys and values
-        into its cache, and attention then reads the whole cache under mask (.., T, block_size).
-
-        last_only: the last block works on the last position only (keys and values on all): logits (B, 1, V)."""
-        B, T, C = x.shape
-        blocks = self.model.transformer["h"]
-        for i, block in enumerate(blocks):
-            attn = block.attn
-            q, k, v = attn.c_attn(block.ln_1(x).contiguous()).split(C, dim=2)
-            q, k, v = [t.reshape(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v)]  # (B,nh,T,hs)
-            store(i, k, v)
-            if last_only and i == len(blocks) - 1:
-                q, mask, x, T = q[:, :, -1:], mask[-1:], x[:, -1:], 1
-            att = (q @ self.k[i].transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, block_size)
-            att = softmax(mask.where(att, float("-inf")))  # exp once, in a kernel clang vectorizes
-            y = (att @ self.v[i]).transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
-            x = (x + attn.c_proj(y)).contiguous()  # contiguous: else later kernels recompute the residual stream
-            x = (x + block.mlp(block.ln_2(x).contiguous())).contiguous()
-        return self.model.lm_head(self.model.transformer["ln_f"](x))
-
-    def _prefill(self, last_only: bool = False) -> Tensor:
-        """window_idx (B, block_size) int32, left-aligned: logits (B, block_size, V), or (B, 1, V) of the last position
-        with last_only; the cache takes every position."""
-        idx, T = self.window_idx, self.block_size
-        wte, wpe = self.model.transformer["wte"], self.model.transformer["wpe"]
-        x = wte(idx) + wpe(Tensor.arange(T, dtype=dtypes.int32))
-        mask = Tensor.ones(T, T, dtype=dtypes.bool).tril()  # causal: position t sees 0..t
-
-        def store(i, k, v):
-            self.k[i].assign(k.contiguous()).realize()
-            self.v[i].assign(v.contiguous()).realize()
-
-        return self._forward(x, mask, store, last_only).realize()
 
     def _step(self, start_pos: Variable) -> Tensor:
         """step_idx (B, 1) int32, the token at position start_pos: logits (B, 1, V) of the token after it."""
-        idx, wte, wpe = self.step_idx, self.model.transformer["wte"], self.model.transformer["wpe"]
-        x = wte(idx) + wpe.weight.shrink(((start_pos, start_pos + 1), None)).reshape(1, 1, -1)
-        positions = Tensor.arange(self.block_size).reshape(1, 1, 1, self.block_size)
-        mask = positions <= start_pos  # the cached tokens and this one
-
-        def store(i, k, v):
-            at = positions.reshape(1, 1, self.block_size, 1) == start_pos
-            self.k[i].assign(at.where(k, self.k[i])).realize()
-            self.v[i].assign(at.where(v, self.v[i])).realize()
-
-        return self._forward(x, mask, store).realize()
+        self.start_pos = start_pos
+        try:
+            return self.model(self.step_idx, cache=self)[0].realize()
+        finally:
+            self.start_pos = 0
 
     def refresh(self):
         """Copy the model's current weights into the transposed copies the jitted steps read (Generator.generate does,
         before each generation)."""
-        for lin in self.linears:
-            self.weights_t[id(lin)].assign(lin.weight.T.contiguous()).realize()
+        self.weights_t.refresh()
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (rows, t) int: logits (rows, V) of each row's next token; as seen in the last block_size tokens."""
         rows, t = tokens.shape
         assert rows == self.rows and t >= 1, f"expected ({self.rows}, t>=1) tokens, got {tokens.shape}"
-        transposed_weights.update(self.weights_t)  # read when a jit captures its graph (model.Linear)
-        try:
+        with self.weights_t:  # the Linears read the kept copies when a jit captures its graph
             return self._next_logits(tokens)
-        finally:
-            for key in self.weights_t:
-                transposed_weights.pop(key, None)
 
     def _next_logits(self, tokens: np.ndarray) -> np.ndarray:
         rows, t = tokens.shape
@@ -108,7 +87,7 @@ class KVCache:
         if t <= self.block_size and n == t - 1 and n > 0 and np.array_equal(self.cached, tokens[:, :n]):
             # one new token at position n, the rest from the cache
             write(self.step_idx, tokens[:, n:])
-            logits = read(self.step_jit(self.start_pos.bind(n)))[:, 0, :]
+            logits = read(self.step_jit(self.position.bind(n)))[:, 0, :]
         else:
             # the prompt, or past block_size the cropped window (nanoGPT's crop): the whole window, fixed shape
             window = tokens[:, -self.block_size :]
@@ -122,4 +101,3 @@ class KVCache:
                 logits = read(self.prefill_jit())[:, t - 1, :]
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
         return logits
-

@@ -2,7 +2,7 @@
 
 Master weights and AdamW moments stay float32; the forward and backward passes compute with float16/bfloat16 copies
 of the weights (the float32 LayerNorm statistics, softmax and loss are in model.py). float16 gradients get torch's
-dynamic loss scaling, and a step whose gradients overflowed is skipped whole.
+dynamic loss scaling, and a step whose gradients overflowed is skipped whole (tg.SkippingAdamW).
 """
 import os
 from contextlib import contextmanager
@@ -11,10 +11,9 @@ import numpy as np
 
 from tinygrad import Device, Tensor, dtypes
 from tinygrad.dtype import DType
-from tinygrad.helpers import EMULATED_DTYPES
-from tinygrad.nn.optim import LAMB
 
 from .config import ConfigError
+from .tg import emulate_dtype
 
 DTYPES = {"float32": dtypes.float32, "bfloat16": dtypes.bfloat16, "float16": dtypes.float16}
 
@@ -51,7 +50,7 @@ def resolve_dtype(name: str, device: str) -> tuple[str, str | None]:
     if name == "float32" or _compiles(DTYPES[name], device):
         return name, None
     if name == "bfloat16" and base == "CPU":
-        EMULATED_DTYPES.value = ",".join(filter(None, [EMULATED_DTYPES.value, "bfloat16"]))
+        emulate_dtype("bfloat16")
         if _compiles(dtypes.bfloat16, device):
             return name, ("note: this CPU's clang cannot compile bfloat16 (clang 14 lacks __bf16 for this target); "
                           "tinygrad emulates it: bfloat16 storage and rounding, float32 arithmetic, slower")
@@ -138,27 +137,3 @@ class LossScaler:
         self.good_steps.assign(grow.where(0, good).cast(dtypes.int32))
         self.skipped.assign(ok.logical_not())
         return [self.scale, self.good_steps, self.skipped]
-
-
-class SkippingAdamW(LAMB):
-    """tinygrad's AdamW (LAMB with adam=True, same arithmetic), but where `ok` is False the whole update (weights,
-    moments, beta powers) is left out, as GradScaler skips optimizer.step(). Set `ok` before schedule_step()."""
-
-    def __init__(self, params: list[Tensor], lr: float, b1: float, b2: float, eps: float, weight_decay: float):
-        super().__init__(params, lr, b1, b2, eps, weight_decay, adam=True)
-        self.ok: Tensor | None = None
-
-    def _step(self, params: list[Tensor], grads: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        ok = self.ok
-        assert ok is not None, "set SkippingAdamW.ok (gradients finite) before schedule_step()"
-        self.b1_t.assign(ok.where(self.b1_t * self.b1, self.b1_t))
-        self.b2_t.assign(ok.where(self.b2_t * self.b2, self.b2_t))
-        updates = []
-        for i, (t, g) in enumerate(zip(params, grads)):
-            g = ok.where(g, 0.0)  # keep inf/nan out of the arithmetic; the result is discarded anyway
-            self.m[i].assign(ok.where(self.b1 * self.m[i] + (1.0 - self.b1) * g, self.m[i]))
-            self.v[i].assign(ok.where(self.b2 * self.v[i] + (1.0 - self.b2) * (g * g), self.v[i]))
-            m_hat, v_hat = self.m[i] / (1.0 - self.b1_t), self.v[i] / (1.0 - self.b2_t)
-            up = m_hat / (v_hat.sqrt() + self.eps) + self.wd * t.detach()
-            updates.append(ok.where(self.lr * up, 0.0).cast(t.dtype))
-        return updates, [self.b1_t, self.b2_t] + self.m + self.v

@@ -10,7 +10,7 @@ from .config import SampleConfig, check_sample_config
 from .device import set_device
 from .kvcache import KVCache
 from .model import GPT
-from .nanogpt_ckpt import load_any_checkpoint
+from .compat.nanogpt_ckpt import load_any_checkpoint
 from .progress import progress
 from .tokenizer import Tokenizer, from_meta
 

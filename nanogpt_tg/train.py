@@ -14,16 +14,17 @@ from tinygrad.nn.state import get_parameters
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
-from .data import get_batch, load_split, random_offsets, realize_rng, rng_state, set_rng_state
+from .data import get_batch, load_split, random_offsets
 from .device import set_device, write
 from .metrics import MetricsLog
 from .model import GPT
-from .nanogpt_ckpt import load_any_checkpoint, read_vocabulary
+from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .parallel import check_batch, parse_devices, replicate, split_batch
-from .precision import DTYPES, LossScaler, SkippingAdamW, autocast, resolve_dtype
+from .precision import DTYPES, LossScaler, autocast, resolve_dtype
 from .progress import ETA, progress
+from .tg import SkippingAdamW, capture_on_first_call, realize_rng, rng_state, set_rng_state
 from .tokenizer import from_meta, load as load_tokenizer
-from .torch_rng import TorchGenerator
+from .compat.torch_rng import TorchGenerator
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -113,7 +114,7 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     # capture on the first call (see make_eval_steps): the lazy state a step reads, realized here, is all there is
     realize_rng(data.device)  # dropout's
     Tensor.realize(*get_parameters(model), *get_parameters(optimizer), *(get_parameters(scaler) if scaler else []))
-    train_step.cnt = 1
+    capture_on_first_call(train_step)
 
     def step(offsets: np.ndarray) -> Tensor:
         write(ix, offsets)
@@ -141,7 +142,7 @@ def make_eval_steps(model: GPT, splits: dict[str, Tensor], cfg: TrainConfig, gen
             return model(split_batch(x, devices), split_batch(y, devices))[1].realize()
 
     Tensor.realize(*get_parameters(model))
-    eval_step.cnt = 1  # tinygrad 0.14: 0 runs eagerly, 1 captures, 2+ replays
+    capture_on_first_call(eval_step)
 
     def step_at(start: int, n_tokens: int):
         def step() -> Tensor:

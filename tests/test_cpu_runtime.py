@@ -6,7 +6,7 @@ import pytest
 from tinygrad import Device, Tensor, TinyJit
 from tinygrad.helpers import NUM_CPU_THREADS
 
-from nanogpt_tg import cpu_runtime
+from nanogpt_tg.cpu import runtime as cpu_runtime
 from nanogpt_tg.device import set_device
 
 pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU") or NUM_CPU_THREADS.value < 2,

@@ -6,7 +6,7 @@ from tinygrad import Tensor
 
 from conftest import shakespeare_path
 from nanogpt_tg.data import get_batch, load_split, prepare_text, random_offsets, read_text
-from nanogpt_tg.torch_rng import TorchGenerator
+from nanogpt_tg.compat.torch_rng import TorchGenerator
 from nanogpt_tg.prepare import main as prepare_main
 
 

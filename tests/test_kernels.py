@@ -13,7 +13,7 @@ import tinygrad.engine.realize as realize
 from tinygrad import Context, Device, Tensor
 from tinygrad.codegen.opt import OptOps
 
-from nanogpt_tg import kernels
+from nanogpt_tg.cpu import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_off_switch(monkeypatch):
 def test_tiles_follow_the_vector_width(floats, want):
     """16x8 tiles and 16-float loads only where a register holds 16 floats (AVX-512); narrower CPUs keep 8x4 tiles
     (128 accumulators would spill their 16 registers). Checked in a fresh process, as the module reads it at import."""
-    code = "from nanogpt_tg import kernels as k; print(k.UPCAST_N, k.UPCAST_M, k.WIDE_LOADS)"
+    code = "from nanogpt_tg.cpu import kernels as k; print(k.UPCAST_N, k.UPCAST_M, k.WIDE_LOADS)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "NANOGPT_TG_VECTOR_FLOATS": floats}, cwd=str(ROOT)).stdout.split(maxsplit=2)
     assert (int(out[0]), int(out[1]), json.loads(out[2])) == want

@@ -115,9 +115,9 @@ def test_parameter_names_are_nanogpts():
 @pytest.mark.parametrize("rows, bias", [(40, True), (40, False), (5, True)])
 def test_linear_output_and_gradients_match_numpy(rows, bias):
     """Linear against numpy in float64: y = x @ W.T + b, dx = g @ W, dW = g.T @ x, db = sum g. From 32 rows on the
-    weight is multiplied as a transposed copy inside a call with its own backward (model._linear_grad); below, as is.
+    weight is multiplied as a transposed copy inside a call with its own backward (layers._linear_grad); below, as is.
     Sums of 24 O(1) terms in float32: 1e-5 relative + 1e-5 absolute."""
-    from nanogpt_tg.model import MIN_ROWS_FOR_COPY, Linear
+    from nanogpt_tg.layers import MIN_ROWS_FOR_COPY, Linear
 
     rng = np.random.default_rng(rows + bias)
     lin = Linear(24, 56, bias=bias)

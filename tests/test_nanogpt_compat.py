@@ -22,7 +22,7 @@ from nanogpt_tg.checkpoint import CheckpointError, load_checkpoint, load_optimiz
 from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.convert import main as convert
 from nanogpt_tg.model import GPT, GPTConfig
-from nanogpt_tg.nanogpt_ckpt import (UnsafeCheckpointError, load_any_checkpoint, read_meta_pkl, read_nanogpt_checkpoint,
+from nanogpt_tg.compat.nanogpt_ckpt import (UnsafeCheckpointError, load_any_checkpoint, read_meta_pkl, read_nanogpt_checkpoint,
                                      write_nanogpt_checkpoint)
 from nanogpt_tg.sample import Generator
 from nanogpt_tg.tokenizer import CharTokenizer

@@ -23,7 +23,7 @@ real_schedule = schedule.get_kernel_graph
 schedule.get_kernel_graph = lambda f: (scheduled.append(1), real_schedule(f))[1]
 rng = np.random.default_rng(11)
 a, b = rng.standard_normal((72, 40)).astype(np.float32), rng.standard_normal((40, 56)).astype(np.float32)
-from nanogpt_tg.model import softmax  # a tinygrad function call with its own gradient: a CallInfo in the graph's key
+from nanogpt_tg.layers import softmax  # a tinygrad function call with its own gradient: a CallInfo in the graph's key
 out = softmax((Tensor(a) @ Tensor(b)).relu() + 2).numpy()
 print(json.dumps({{"generated": len(generated), "scheduled": len(scheduled), "out": out.tolist()}}))
 """

@@ -13,7 +13,7 @@ from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.parallel import check_batch, parse_devices, replicate
 from nanogpt_tg.precision import LossScaler, autocast, resolve_dtype
 from nanogpt_tg.sample import load_model
-from nanogpt_tg.torch_rng import TorchGenerator
+from nanogpt_tg.compat.torch_rng import TorchGenerator
 from nanogpt_tg.train import configure_optimizer, make_train_step, set_lr, train
 
 ROOT = Path(__file__).resolve().parents[1]

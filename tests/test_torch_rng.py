@@ -13,7 +13,7 @@ import pytest
 from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.data import prepare_text
 from nanogpt_tg.model import GPT, GPTConfig
-from nanogpt_tg.torch_rng import TorchGenerator
+from nanogpt_tg.compat.torch_rng import TorchGenerator
 from nanogpt_tg.train import train
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"

@@ -12,7 +12,7 @@ from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.data import prepare_text, load_split, random_offsets
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.sample import load_model
-from nanogpt_tg.torch_rng import TorchGenerator
+from nanogpt_tg.compat.torch_rng import TorchGenerator
 from nanogpt_tg.train import configure_optimizer, get_lr, make_train_step, set_lr, train
 
 PERIOD = "abcdefghij"

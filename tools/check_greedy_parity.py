@@ -119,7 +119,7 @@ def main():
 
     from nanogpt_tg.checkpoint import load_weights
     from nanogpt_tg.model import GPT, GPTConfig
-    from nanogpt_tg.nanogpt_ckpt import load_any_checkpoint
+    from nanogpt_tg.compat.nanogpt_ckpt import load_any_checkpoint
     from nanogpt_tg.sample import Generator
     from nanogpt_tg.tokenizer import CharTokenizer
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CKPT_NAME, CheckpointError, load_checkpoint
-from .model import GPTConfig
+from ..checkpoint import CKPT_NAME, CheckpointError, load_checkpoint
+from ..model import GPTConfig
 
 PT_NAME, META_NAME = "ckpt.pt", "meta.pkl"
 # storage types torch 1.6 to 2.x write for float32, float16 and bfloat16 tensors; bfloat16 is read as raw uint16

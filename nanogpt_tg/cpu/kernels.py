@@ -14,11 +14,12 @@ tinygrad has no per-kernel hook that survives scheduling in 0.14 (`contiguous(ar
 allocated), and BEAM search takes tens of minutes for a whole training step on two cores. So `install()` wraps the
 heuristic itself, in this process and in tinygrad's compile worker processes (started with spawn, they import this
 module through the pool initializer). Devices with local memory (GPUs) are left to tinygrad.
-NANOGPT_TG_MATMUL_OPTS=0 turns it off, e.g. to compare.
+NANOGPT_TG_MATMUL_OPTS=0 turns it off, e.g. to compare. Measured figures: BENCHMARKS.md.
 """
 import inspect
 import os
 import platform
+import sys
 
 import tinygrad.codegen as codegen
 import tinygrad.codegen.late.coalesce as coalesce
@@ -28,7 +29,12 @@ from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops
 
-
+# the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
+REQUIRES = ("tinygrad.codegen.opt.heuristic:hand_coded_optimizations", "tinygrad.codegen:memory_coalescing",
+            "tinygrad.codegen.late.coalesce:memory_coalescing", "tinygrad.engine.worker:_init_worker",
+            "tinygrad.codegen.opt.postrange:Scheduler.upcastable_dims", "tinygrad.codegen.opt.postrange:Scheduler.unrollable_dims",
+            "tinygrad.codegen.opt.postrange:Scheduler.axes_of", "tinygrad.codegen.opt.postrange:Scheduler.apply_opt",
+            "tinygrad.codegen.opt.postrange:Scheduler.copy", "tinygrad.uop.ops:AxisType.WEAK", "tinygrad.codegen.opt:OptOps.THREAD")
 
 def vector_floats() -> int:
     """Floats in one SIMD register of this CPU: 16 with AVX-512, 8 with AVX2, else 4 (SSE, NEON on ARM).
@@ -152,10 +158,15 @@ def _init_worker():
     install()
 
 
-def install():
+def install(device: str | None = None) -> bool:
     """Use hand_coded_optimizations above from now on (idempotent); NANOGPT_TG_MATMUL_OPTS=0 leaves tinygrad's."""
     if os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1") == "0":
-        return
+        return False
+    wide = _wide_coalescing()
+    if wide is None and codegen.memory_coalescing is _tinygrad_coalescing:
+        print("warning: nanogpt_tg.cpu.kernels: tinygrad's memory_coalescing has changed; vector loads stay at "
+              "tinygrad's 4 floats", file=sys.stderr)
     heuristic.hand_coded_optimizations = hand_coded_optimizations
-    codegen.memory_coalescing = _wide_coalescing() or _tinygrad_coalescing
+    codegen.memory_coalescing = wide or _tinygrad_coalescing
     worker._init_worker = _init_worker  # pools started after this run it; one started before keeps tinygrad's
+    return True

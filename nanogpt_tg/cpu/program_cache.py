@@ -19,7 +19,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import tinygrad
 import tinygrad.codegen as codegen
 import tinygrad.engine.realize as realize
 from tinygrad.helpers import CACHELEVEL, diskcache_get, diskcache_put
@@ -27,22 +26,32 @@ from tinygrad.renderer.cstyle import ClangRenderer
 import tinygrad.schedule as schedule
 from tinygrad.uop.ops import CallInfo, Ops, UOp
 
-from . import kernels
+from . import status, tinygrad_version
+
+# the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
+REQUIRES = ("tinygrad.engine.realize:to_program_cache", "tinygrad.codegen:to_program_cache",
+            "tinygrad.schedule:schedule_cache", "tinygrad.uop.ops:CallInfo.__repr__", "tinygrad.helpers:diskcache_get",
+            "tinygrad.helpers:diskcache_put", "tinygrad.helpers:CACHELEVEL", "tinygrad.renderer.cstyle:ClangRenderer")
 
 TABLE = "nanogpt_tg_program_slim"
+_options = ""  # what picks each kernel's options, set by install(): part of every disk key
 
 
-# kernels.py's code picks each kernel's options: a change to it must not find the programs of the old code
-KERNELS_SOURCE = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+def kernel_options() -> str:
+    """tinygrad's version, and kernels.py's options and source when that patch is on: a change of either must not find
+    the programs of the old code."""
+    if status.get("kernels") != "on":
+        return f"tinygrad {tinygrad_version()}, its own heuristic"
+    from . import kernels
+    source = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+    return repr((tinygrad_version(), kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K, kernels.WIDE_LOADS,
+                 kernels.THREAD_MIN_OPS, source))
 
 
 def _disk_key(key: tuple) -> str:
-    """tinygrad's in-memory key (the kernel's AST hash, renderer, target, codegen settings) plus kernels.py's options
-    and source."""
+    """tinygrad's in-memory key (the kernel's AST hash, renderer, target, codegen settings) plus kernel_options()."""
     ast_key, renderer, *rest = key
-    options = (kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K, kernels.WIDE_LOADS, kernels.THREAD_MIN_OPS,
-               os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1"), getattr(tinygrad, "__version__", ""), KERNELS_SOURCE)
-    text = repr((ast_key, f"{renderer.__module__}.{renderer.__qualname__}", rest, options))
+    text = repr((ast_key, f"{renderer.__module__}.{renderer.__qualname__}", rest, _options))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -110,7 +119,7 @@ SCHEDULE_TABLE = "nanogpt_tg_schedule"
 
 
 def _schedule_key(key: bytes) -> str:
-    return hashlib.sha256(key + getattr(tinygrad, "__version__", "").encode()).hexdigest()
+    return hashlib.sha256(key + tinygrad_version().encode()).hexdigest()
 
 
 def _call_info_repr(self) -> str:
@@ -124,11 +133,16 @@ def _call_info_repr(self) -> str:
     return f"CallInfo({gf}, {self.name!r}, {self.precompile}, {self.precompile_backward})"
 
 
-def install():
+def install(device: str | None = None) -> bool:
     """Use the disk-backed program and schedule caches from now on (idempotent)."""
-    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or isinstance(realize.to_program_cache, DiskBackedPrograms):
-        return
+    global _options
+    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0":
+        return False
+    if isinstance(realize.to_program_cache, DiskBackedPrograms):
+        return True
+    _options = kernel_options()
     programs = DiskBackedPrograms(realize.to_program_cache)
     realize.to_program_cache = codegen.to_program_cache = programs
     CallInfo.__repr__ = _call_info_repr
     schedule.schedule_cache = DiskBackedSchedules(schedule.schedule_cache)
+    return True

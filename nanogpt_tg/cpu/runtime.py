@@ -9,7 +9,7 @@ so a jitted step calls every kernel through Python (~25 us each, ~9 ms of a 370-
 - `CPUGraph` is a tinygrad graph runner for the CPU: the jitted batch's kernels, addresses and variables in one table
   that `run_list` runs in a single call.
 
-`install()` is called by device.set_device for the CPU; NANOGPT_TG_CPU_THREADS=0 leaves tinygrad's runtime.
+`install()` is called by nanogpt_tg.cpu.install for the CPU; NANOGPT_TG_CPU_THREADS=0 leaves tinygrad's runtime.
 Without a C compiler with pthreads, or on Windows, tinygrad's runtime is kept too.
 """
 import ctypes
@@ -24,6 +24,11 @@ import tinygrad.runtime.ops_cpu as ops_cpu
 from tinygrad.engine.jit import GraphException, GraphRunner
 from tinygrad import Device
 from tinygrad.helpers import NUM_CPU_THREADS, cache_dir, getenv
+
+# the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
+REQUIRES = ("tinygrad.runtime.ops_cpu:MAX_ARGS", "tinygrad.runtime.ops_cpu:CPUProgram.__call__",
+            "tinygrad.engine.jit:GraphRunner.updated_vars", "tinygrad.engine.jit:GraphRunner.updated_launch_dims",
+            "tinygrad.engine.jit:GraphException", "tinygrad.helpers:NUM_CPU_THREADS", "tinygrad.helpers:cache_dir")
 
 KERNEL_ARGS = ops_cpu.MAX_ARGS  # the most arguments tinygrad passes a CPU kernel
 _CALL = ", ".join(f"a[{i}]" for i in range(KERNEL_ARGS))
