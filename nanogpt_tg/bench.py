@@ -58,7 +58,7 @@ class BenchConfig:
 
 def flops_per_iter(model: GPT, cfg: BenchConfig) -> float:
     """nanoGPT's estimate (PaLM appendix B, 6N + 12LHQT per token), through model.estimate_mfu."""
-    return model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, 1.0) * 312e12
+    return model.flops_per_iter(cfg.batch_size * cfg.gradient_accumulation_steps)
 
 
 def time_steps(step, n: int) -> float:

@@ -10,7 +10,7 @@ from tinygrad import Tensor
 from tinygrad.nn import Embedding
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from .model import GPT, GPTConfig
+from .model import A100_BF16_FLOPS, GPT, GPTConfig
 from .compat.torch_rng import TorchGenerator
 
 MODELS = ("gpt", "bigram")
@@ -45,7 +45,7 @@ class Bigram:
     def estimate_mfu(self, fwdbwd_per_iter: int, dt: float) -> float:
         """As GPT.estimate_mfu, counting 6 flops per table entry read (one row of V per token, forward and backward)."""
         flops_per_iter = 6 * self.config.vocab_size * self.config.block_size * fwdbwd_per_iter
-        return flops_per_iter / dt / 312e12
+        return flops_per_iter / dt / A100_BF16_FLOPS
 
     def __call__(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """idx, targets: (B, T) int32. Returns logits (B, T, vocab_size) and the mean cross-entropy loss (or None)."""

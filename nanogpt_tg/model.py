@@ -29,6 +29,12 @@ class GPTConfig:
     activation: str = "gelu"  # "gelu": exact (erf), nanoGPT's nn.GELU(); "gelu_new": tanh, as OpenAI's GPT-2
 
 
+def decays(shape: tuple[int, ...]) -> bool:
+    """nanoGPT's configure_optimizers: weight decay on tensors of 2 or more dims (matmul weights, embeddings), none on
+    biases and LayerNorm weights."""
+    return len(shape) >= 2
+
+
 class LayerNorm:
     """LayerNorm with an optional bias (tinygrad's nn.LayerNorm has no bias=False)."""
 

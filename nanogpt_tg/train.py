@@ -3,7 +3,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +11,14 @@ from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
+from . import cpu
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, random_offsets
 from .device import set_device, write
 from .metrics import MetricsLog
-from .model import GPT
+from .model import GPT, decays
 from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .parallel import check_batch, parse_devices, replicate, split_batch
 from .precision import DTYPES, LossScaler, autocast, resolve_dtype
@@ -47,8 +48,8 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 def configure_optimizer(model: GPT, cfg: TrainConfig) -> OptimizerGroup:
     """AdamW with weight decay on 2-D tensors (matmul weights, embeddings) only, as nanoGPT's configure_optimizers."""
     params = model.parameters()
-    decay = [p for p in params if len(p.shape) >= 2]
-    nodecay = [p for p in params if len(p.shape) < 2]
+    decay = [p for p in params if decays(p.shape)]
+    nodecay = [p for p in params if not decays(p.shape)]
     print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
     print(f"num non-decayed parameter tensors: {len(nodecay)}, with {sum(p.numel() for p in nodecay):,} parameters")
     betas = dict(b1=cfg.beta1, b2=cfg.beta2, eps=1e-8)
@@ -194,19 +195,84 @@ def check_writable(out_dir: Path):
         raise ConfigError(f"--out_dir={out_dir} cannot be written ({e.strerror or e}); choose a writable directory") from None
 
 
-def train(cfg: TrainConfig, on_metrics=None) -> dict:
-    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model.
+@dataclass
+class RunState:
+    """Where a run stands, besides the weights and AdamW's moments: what a checkpoint saves with them."""
+    iter_num: int
+    best_val_loss: float
+    batches: TorchGenerator  # the batch offsets' random stream (nanoGPT's torch generator)
+    device: str  # whose tinygrad RNG draws the dropout masks
+    last_saved: str = "none saved yet"
 
-    Appends to out_dir/metrics.jsonl as it goes; on_metrics(record), if given, sees each record too (a live plot).
-    """
+    def rng(self) -> dict[str, np.ndarray]:
+        """Where the batch offsets' and dropout's random streams are now."""
+        return {"rng.batches": self.batches.get_state(), "rng.state": rng_state(self.device)}
+
+    def restore_rng(self, arrays: dict[str, np.ndarray], seed: int):
+        """The random streams as a checkpoint saved them; fresh ones for a checkpoint without (nanoGPT's), so a
+        resume does not replay the first run's batches."""
+        if "rng.batches" in arrays:
+            self.batches.set_state(arrays["rng.batches"])
+            set_rng_state(self.device, arrays["rng.state"])
+        else:
+            self.batches.set_state(TorchGenerator(seed + self.iter_num).get_state())
+            Tensor.manual_seed(seed + self.iter_num)
+
+
+@dataclass
+class Run:
+    """A training run set up (setup): its config, data, model, optimizer, jitted steps and state."""
+    cfg: TrainConfig
+    out_dir: Path
+    model_args: dict
+    tokenizer: object
+    model: object
+    optimizer: OptimizerGroup
+    scaler: LossScaler | None
+    train_step: object  # step(offsets) -> loss
+    eval_steps: dict
+    n_train: int  # tokens in the train split
+    state: RunState
+
+    def checkpoint(self, rng: dict[str, np.ndarray]):
+        """Save the run as it stands before iteration state.iter_num, with the RNG states rng (RunState.rng()) of then."""
+        s = self.state
+        info = dict(model_args=self.model_args, iter_num=s.iter_num, best_val_loss=s.best_val_loss,
+                    config=asdict(self.cfg), meta=self.tokenizer.meta(), device=s.device)
+        print(f"saving checkpoint to {self.out_dir}")
+        extra = rng | (self.scaler.state() if self.scaler is not None else {})
+        save_checkpoint(self.out_dir, self.model, self.optimizer, info, extra)
+        s.last_saved = f"{self.out_dir / CKPT_NAME} (iter {s.iter_num})"
+
+    def diverged(self, what: str, value: float) -> FloatingPointError:
+        return FloatingPointError(f"{what} is {value} at iter {self.state.iter_num}; training diverged. The last good "
+                                  f"checkpoint, {self.state.last_saved}, is untouched; lower --learning_rate or "
+                                  f"--grad_clip and resume from it")
+
+
+def load_dataset(dataset: str) -> tuple[Path, object, dict[str, Tensor]]:
+    """data/<dataset>: its meta file, tokenizer, and train and val splits as tensors on the device."""
+    data_dir = Path("data") / dataset
+    meta_path = next((data_dir / n for n in ("meta.json", "meta.pkl") if (data_dir / n).is_file()), None)  # ours, nanoGPT's
+    if meta_path is None:
+        raise FileNotFoundError(f"{data_dir / 'meta.json'} not found; prepare the dataset first: python "
+                                f"data/{dataset}/prepare.py (or python -m nanogpt_tg.prepare --input FILE --dataset {dataset})")
+    tokenizer = load_tokenizer(meta_path) if meta_path.suffix == ".json" else from_meta(read_vocabulary(meta_path))
+    print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
+    return meta_path, tokenizer, {split: load_split(data_dir, split) for split in ("train", "val")}
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """nanoGPT's train.py up to its loop: device, data, model (scratch or resume), optimizer, the jitted steps."""
     check_train_config(cfg)
     device = set_device(cfg.device)
     devices = parse_devices(cfg.devices, device)
     check_batch(cfg.batch_size, devices)
     dtype, note = resolve_dtype(cfg.dtype, device)
-    cfg = replace(cfg, dtype=dtype)
     if note:
         print(note)
+    if device.split(":")[0] == "CPU":
+        print(cpu.describe())
     if devices:
         print(f"data parallel over {len(devices)} devices: {', '.join(devices)} ({cfg.batch_size // len(devices)} rows each)")
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
@@ -215,21 +281,10 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     check_writable(out_dir)
     gen = TorchGenerator(cfg.seed)  # nanoGPT's torch.manual_seed: the same initial weights and batches as nanoGPT
     Tensor.manual_seed(cfg.seed)  # tinygrad's, for dropout on the device
-
-    # data: the token files as tensors on the device; the jitted steps gather the windows at offsets drawn by gen
-    data_dir = Path("data") / cfg.dataset
-    meta_path = data_dir / "meta.json"
-    if not meta_path.is_file() and (data_dir / "meta.pkl").is_file():
-        meta_path = data_dir / "meta.pkl"  # a dataset prepared by nanoGPT itself
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found; prepare the dataset first: python data/{cfg.dataset}/prepare.py"
-                                f" (or python -m nanogpt_tg.prepare --input FILE --dataset {cfg.dataset})")
-    tokenizer = load_tokenizer(meta_path) if meta_path.suffix == ".json" else from_meta(read_vocabulary(meta_path))
-    print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
-    splits = {split: load_split(data_dir, split) for split in ("train", "val")}
+    meta_path, tokenizer, splits = load_dataset(cfg.dataset)
 
     # model init
-    iter_num, best_val_loss = 0, 1e9
+    state = RunState(iter_num=0, best_val_loss=1e9, batches=gen, device=device)
     model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
                       bias=cfg.bias, vocab_size=tokenizer.vocab_size, dropout=cfg.dropout)
     arrays = None
@@ -247,12 +302,13 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         if info["config"].get("model", "gpt") != cfg.model:
             raise ValueError(f"the checkpoint in {out_dir} holds a {info['config'].get('model', 'gpt')} model; "
                              f"resume with --model={info['config'].get('model', 'gpt')}")
-        iter_num, best_val_loss = info["iter_num"], info["best_val_loss"]
-        cfg = replace(cfg, block_size=model_args["block_size"])
+        state.iter_num, state.best_val_loss = info["iter_num"], info["best_val_loss"]
+        state.last_saved = f"{out_dir / CKPT_NAME} (iter {state.iter_num})"
+    cfg = replace(cfg, dtype=dtype, block_size=model_args["block_size"])  # what this run computes with, as saved
     for split, data in splits.items():
         if data.shape[0] <= cfg.block_size:
-            raise ConfigError(f"--block_size={cfg.block_size} is too large for {data_dir}/{split}.bin ({data.shape[0]:,} "
-                             f"tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
+            raise ConfigError(f"--block_size={cfg.block_size} is too large for data/{cfg.dataset}/{split}.bin "
+                              f"({data.shape[0]:,} tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
     model = build_model(cfg.model, model_args, generator=gen)
     if devices:  # before the optimizer, so that its moments are replicated too
         replicate(model.parameters(), devices)
@@ -263,36 +319,22 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
         load_optimizer(model, optimizer, arrays, out_dir)
         if scaler is not None:  # float16: the loss scale goes on where it was (a checkpoint without one starts afresh)
             scaler.load_state(arrays)
-        if "rng.batches" in arrays:  # batches and dropout go on exactly where the interrupted run was
-            gen.set_state(arrays["rng.batches"])
-            set_rng_state(device, arrays["rng.state"])
-        else:  # a checkpoint without them (nanoGPT's): fresh batches, not a replay of the first run's
-            gen = TorchGenerator(cfg.seed + iter_num)
-            Tensor.manual_seed(cfg.seed + iter_num)
-    last_saved = f"{out_dir / CKPT_NAME} (iter {iter_num})" if arrays is not None else "none saved yet"
+        state.restore_rng(arrays, cfg.seed)  # batches and dropout go on exactly where the interrupted run was
+    return Run(cfg=cfg, out_dir=out_dir, model_args=model_args, tokenizer=tokenizer, model=model, optimizer=optimizer,
+               scaler=scaler, train_step=make_train_step(model, optimizer, splits["train"], cfg, devices, scaler),
+               eval_steps=make_eval_steps(model, splits, cfg, state.batches, devices), n_train=splits["train"].shape[0],
+               state=state)
 
-    train_step = make_train_step(model, optimizer, splits["train"], cfg, devices, scaler)
-    eval_steps = make_eval_steps(model, splits, cfg, gen, devices)
-    n_train = splits["train"].shape[0]
 
-    def rng_states() -> dict[str, np.ndarray]:
-        """Where the batch offsets' and dropout's random streams are now."""
-        return {"rng.batches": gen.get_state(), "rng.state": rng_state(device)}
+def train(cfg: TrainConfig, on_metrics=None) -> dict:
+    """Train per cfg (nanoGPT's train.py); returns iter_num, best_val_loss, the eval losses and the model.
 
-    def checkpoint(rng: dict[str, np.ndarray]) -> str:
-        """Save the run as it stands before iteration iter_num, with the RNG states `rng` (rng_states()) of then."""
-        info = dict(model_args=model_args, iter_num=iter_num, best_val_loss=best_val_loss, config=asdict(cfg),
-                    meta=tokenizer.meta(), device=device)
-        print(f"saving checkpoint to {out_dir}")
-        save_checkpoint(out_dir, model, optimizer, info, rng | (scaler.state() if scaler is not None else {}))
-        return f"{out_dir / CKPT_NAME} (iter {iter_num})"
-
-    def diverged(what: str, value: float) -> FloatingPointError:
-        return FloatingPointError(f"{what} is {value} at iter {iter_num}; training diverged. The last good checkpoint, "
-                                  f"{last_saved}, is untouched; lower --learning_rate or --grad_clip and resume from it")
-
-    # training loop
-    metrics = MetricsLog(out_dir, iter_num, cfg.init_from, on_record=on_metrics)
+    Appends to out_dir/metrics.jsonl as it goes; on_metrics(record), if given, sees each record too (a live plot).
+    """
+    run = setup(cfg)
+    cfg, model, s = run.cfg, run.model, run.state
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    metrics = MetricsLog(run.out_dir, s.iter_num, cfg.init_from, on_record=on_metrics)
     eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
     losses_log = []
     t0 = time.time()
@@ -301,59 +343,60 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     with Interrupt() as interrupt:
         while True:
             # determine and set the learning rate for this iteration
-            lr = get_lr(iter_num, cfg)
-            set_lr(optimizer, lr)
+            lr = get_lr(s.iter_num, cfg)
+            set_lr(run.optimizer, lr)
 
             # nanoGPT fetches a step's first batch before it evaluates (the end of the previous step), the rest after
-            evaluating = iter_num % cfg.eval_interval == 0
-            rng_before_eval = rng_states() if evaluating else None  # a resume from here repeats this eval, then the step
-            ix = [random_offsets(gen, n_train, cfg.batch_size, cfg.block_size)]
+            evaluating = s.iter_num % cfg.eval_interval == 0
+            rng_before_eval = s.rng() if evaluating else None  # a resume from here repeats this eval, then the step
+            ix = [random_offsets(s.batches, run.n_train, cfg.batch_size, cfg.block_size)]
 
             # evaluate the loss on train/val sets and write checkpoints
             if evaluating:
-                losses = estimate_loss(eval_steps, cfg.eval_iters)
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                losses_log.append({"iter": iter_num, **losses})
-                metrics.log("eval", iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
+                losses = estimate_loss(run.eval_steps, cfg.eval_iters)
+                print(f"step {s.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                losses_log.append({"iter": s.iter_num, **losses})
+                metrics.log("eval", s.iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
                 if not math.isfinite(losses["val"]):
-                    raise diverged("val loss", losses["val"])
-                if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                    best_val_loss = losses["val"]
-                    if iter_num > 0 and not cfg.eval_only:  # evaluating a checkpoint leaves it as it is
-                        last_saved = checkpoint(rng_before_eval)
+                    raise run.diverged("val loss", losses["val"])
+                if losses["val"] < s.best_val_loss or cfg.always_save_checkpoint:
+                    s.best_val_loss = losses["val"]
+                    if s.iter_num > 0 and not cfg.eval_only:  # evaluating a checkpoint leaves it as it is
+                        run.checkpoint(rng_before_eval)
             if cfg.eval_only:  # nanoGPT tests iter_num == 0 too, so a resumed eval_only run trained on; here it stops
                 break
 
             # forward backward update, with optional gradient accumulation, all in one jitted call
-            ix += [random_offsets(gen, n_train, cfg.batch_size, cfg.block_size)
+            ix += [random_offsets(s.batches, run.n_train, cfg.batch_size, cfg.block_size)
                    for _ in range(cfg.gradient_accumulation_steps - 1)]
-            loss = train_step(np.stack(ix))
+            loss = run.train_step(np.stack(ix))
             lossf = loss.item()  # also waits for the step to finish
-            if scaler is not None and scaler.skipped.item():
-                print(f"iter {iter_num}: float16 gradients overflowed; step skipped, loss scale now {scaler.scale.item():g}")
+            if run.scaler is not None and run.scaler.skipped.item():
+                print(f"iter {s.iter_num}: float16 gradients overflowed; step skipped, loss scale now "
+                      f"{run.scaler.scale.item():g}")
 
             # timing and logging
             t1 = time.time()
             dt = t1 - t0
             t0 = t1
-            if iter_num % cfg.log_interval == 0:
+            if s.iter_num % cfg.log_interval == 0:
                 if local_iter_num >= 5:  # let the training loop settle a bit
                     mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-                print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
-                      f"{eta.suffix(iter_num)}")
-                metrics.log("iter", iter_num, loss=lossf, lr=lr, ms_per_iter=dt * 1000,
+                print(f"iter {s.iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
+                      f"{eta.suffix(s.iter_num)}")
+                metrics.log("iter", s.iter_num, loss=lossf, lr=lr, ms_per_iter=dt * 1000,
                             tokens_per_s=tokens_per_iter / dt)
             if not math.isfinite(lossf):
-                raise diverged("loss", lossf)
-            iter_num += 1
+                raise run.diverged("loss", lossf)
+            s.iter_num += 1
             local_iter_num += 1
 
             if interrupt.requested:
-                checkpoint(rng_states())
-                print(f"stopped by {interrupt.requested} at iter {iter_num}; resume with --init_from=resume")
+                run.checkpoint(s.rng())
+                print(f"stopped by {interrupt.requested} at iter {s.iter_num}; resume with --init_from=resume")
                 sys.exit(130)
             # termination conditions
-            if iter_num > cfg.max_iters:
+            if s.iter_num > cfg.max_iters:
                 break
-    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "losses": losses_log, "model": model}
+    return {"iter_num": s.iter_num, "best_val_loss": s.best_val_loss, "losses": losses_log, "model": model}

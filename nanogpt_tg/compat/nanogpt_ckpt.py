@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import CKPT_NAME, CheckpointError, load_checkpoint
-from ..model import GPTConfig
+from ..model import GPTConfig, decays
 
 PT_NAME, META_NAME = "ckpt.pt", "meta.pkl"
 # storage types torch 1.6 to 2.x write for float32, float16 and bfloat16 tensors; bfloat16 is read as raw uint16
@@ -164,7 +164,7 @@ def _unpickle_checkpoint(path: Path) -> dict:
 def _adam_state(optimizer, names: list[str], model: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
     """torch AdamW's state_dict as optimizer_state()'s arrays; {} (and a warning) if it does not fit nanoGPT's groups."""
     # nanoGPT's configure_optimizers: group 0 the >=2-D parameters, group 1 the rest, each in named_parameters order
-    groups = [[n for n in names if model[n].ndim >= 2], [n for n in names if model[n].ndim < 2]]
+    groups = [[n for n in names if decays(model[n].shape)], [n for n in names if not decays(model[n].shape)]]
     try:
         state, param_groups = optimizer["state"], optimizer["param_groups"]
         if not state:
