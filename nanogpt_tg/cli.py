@@ -5,7 +5,7 @@ import sys
 from .checkpoint import CheckpointError
 from .config import ConfigError
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, FloatingPointError, OSError)
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, FloatingPointError, OSError, ImportError)
 
 
 def run(fn, *args):

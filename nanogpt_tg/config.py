@@ -267,10 +267,9 @@ def cli(cls: type[T], prog: str, usage: str, argv: list[str] | None = None) -> T
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(cls, prog, usage))
         sys.exit(0)
-    try:
-        config, notes = parse_args(cls, argv)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    from .cli import run  # cli.py imports this module
+
+    config, notes = run(parse_args, cls, argv)
     for note in notes:
         print(note)
     return config

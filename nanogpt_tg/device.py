@@ -50,7 +50,7 @@ def available_devices() -> list[str]:
 
 def read(t: Tensor) -> np.ndarray:
     """t's values as a numpy array: a jitted step's output. On the CPU a copy straight from its memory (Tensor.numpy
-    goes through tinygrad's scheduler: ~0.2 ms, a sixth of a sampled token)."""
+    goes through tinygrad's scheduler, a large part of a sampled token's time)."""
     buf = cpu_buffer(t)
     if buf is None:
         return t.numpy()
@@ -59,8 +59,8 @@ def read(t: Tensor) -> np.ndarray:
 
 def write(t: Tensor, values: np.ndarray):
     """Copy values into t's realized buffer: an input a jitted step reads on every replay (a Python value would be
-    baked in at capture). On the CPU straight into its memory, once no kernel may still read it (an assign is
-    scheduled by tinygrad: ~1 ms a call)."""
+    baked in at capture). On the CPU straight into its memory, once no kernel may still read it (an assign
+    is scheduled by tinygrad, slower than the step it feeds)."""
     buf = cpu_buffer(t)
     if buf is not None:
         buffer_array(buf, t.dtype)[:] = values.ravel()

@@ -5,10 +5,10 @@ extra: pip install "nanogpt-tg[plot]".
 """
 import argparse
 import io
-import sys
 import time
 from pathlib import Path
 
+from .cli import run
 from .metrics import METRICS_NAME, append_record, curves, read_metrics
 
 MISSING = "the loss plot needs matplotlib, an optional extra: pip install 'nanogpt-tg[plot]' (or pip install matplotlib)"
@@ -83,11 +83,7 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--out_dir", required=True, help="the training run's out_dir (holds metrics.jsonl)")
     parser.add_argument("--output", help="where to write the image (default OUT_DIR/loss.png; .svg and .pdf work too)")
     args = parser.parse_args(argv)
-    try:
-        path = plot_metrics(args.out_dir, args.output)
-    except (ImportError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"wrote {path}")
+    print(f"wrote {run(plot_metrics, args.out_dir, args.output)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Bigram baseline: logits, loss and gradient against numpy; train, checkpoint, resume, sample; Shakespeare (slow)."""
 import math
-import os
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from nanogpt_tg.data import prepare_text, read_text
 from nanogpt_tg.sample import load_model, sample
 from nanogpt_tg.train import train
 
-PERIOD = "abcdefghij"
 BASE = dict(model="bigram", dataset="periodic", device="cpu", block_size=8, batch_size=8, gradient_accumulation_steps=1,
             learning_rate=1e-1, min_lr=1e-2, warmup_iters=0, eval_interval=30, eval_iters=4, log_interval=10)
 
@@ -51,14 +49,9 @@ def test_build_model_names_the_choices():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bigram")
-    prepare_text(PERIOD * 300, d / "data" / "periodic", block_size=8)
-    old = os.getcwd()
-    os.chdir(d)
-    cfg = TrainConfig(**BASE, out_dir=str(d / "out"), max_iters=60, lr_decay_iters=60)
-    yield cfg, train(cfg)
-    os.chdir(old)
+def trained(periodic):
+    cfg = TrainConfig(**BASE, out_dir=str(periodic / "out"), max_iters=60, lr_decay_iters=60)
+    return cfg, train(cfg)
 
 
 def test_trains_checkpoints_and_samples_like_the_gpt(trained, tmp_path):

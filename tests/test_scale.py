@@ -1,5 +1,4 @@
 """Scale up: data parallel on two CPU devices against one, checkpoints moving between 2 devices and 1, mixed precision."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ from tinygrad import Tensor, dtypes
 
 from nanogpt_tg.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from nanogpt_tg.config import ConfigError, TrainConfig, parse_args
-from nanogpt_tg.data import load_split, prepare_text, random_offsets
+from nanogpt_tg.data import load_split, random_offsets
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.parallel import check_batch, parse_devices, replicate
 from nanogpt_tg.precision import LossScaler, autocast, resolve_dtype
@@ -23,16 +22,6 @@ BASE = dict(dataset="periodic", device="cpu", n_layer=1, n_head=2, n_embd=16, bl
             eval_interval=4, eval_iters=2, log_interval=1, always_save_checkpoint=True, lr_decay_iters=50)
 # bias=False: the key bias has an exactly zero gradient, so AdamW would turn rounding noise (1e-10) into lr-sized moves
 GPT_ARGS = dict(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, bias=False)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("scale")
-    prepare_text("abcdefghij" * 300, d / "data" / "periodic", block_size=8)
-    old = os.getcwd()
-    os.chdir(d)
-    yield d
-    os.chdir(old)
 
 
 def run_steps(devices: tuple[str, ...], steps: int, dtype: str = "float32"):
@@ -65,7 +54,7 @@ def test_parse_devices_and_batch_check():
 
 
 @pytest.fixture(scope="module")
-def one_device(workdir):
+def one_device(periodic):
     return run_steps((), 3)
 
 
@@ -81,7 +70,7 @@ def test_two_devices_match_one(one_device):
                for k, v in one.items()), "the steps changed no weight"
 
 
-def test_checkpoint_moves_between_two_devices_and_one(workdir, tmp_path):
+def test_checkpoint_moves_between_two_devices_and_one(periodic, tmp_path):
     """train() on 2 devices writes a checkpoint that loads on 1 with identical logits, and back onto 2."""
     cfg = TrainConfig(**BASE, out_dir=str(tmp_path / "two"), max_iters=4, devices="CPU:0,CPU:1")
     result = train(cfg)
@@ -118,7 +107,7 @@ def test_gpt2_124m_preset_builds(capsys):
     assert model.get_num_params() + n_bias - 47 * 768 == 123_653_376  # 123.65M
 
 
-def test_batch_must_divide_over_devices(workdir, tmp_path):
+def test_batch_must_divide_over_devices(periodic, tmp_path):
     with pytest.raises(ConfigError, match="--batch_size=7 does not divide over 2 devices"):
         train(TrainConfig(**{**BASE, "batch_size": 7, "devices": "2", "out_dir": str(tmp_path)}))
 
@@ -149,7 +138,7 @@ def test_low_precision_steps_track_float32(one_device, dtype):
     assert all(v.dtype == np.float32 for v in low_w.values())
 
 
-def test_float16_overflow_skips_the_step(workdir):
+def test_float16_overflow_skips_the_step(periodic):
     """A loss scale that overflows float16 skips the whole step (weights, moments) and halves the scale."""
     cfg = TrainConfig(**{**BASE, "dtype": "float16"})
     model = GPT(GPTConfig(**GPT_ARGS), verbose=False)

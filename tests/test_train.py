@@ -1,40 +1,28 @@
 """Training: the schedule the jitted step really uses, learning a periodic stream, checkpoints, resume."""
 import math
-import os
 import re
 
 import numpy as np
 import pytest
+from conftest import PERIOD
 from tinygrad import Tensor, dtypes
 
 from nanogpt_tg.checkpoint import load_checkpoint, save_checkpoint
 from nanogpt_tg.config import TrainConfig
-from nanogpt_tg.data import prepare_text, load_split, random_offsets
+from nanogpt_tg.data import load_split, random_offsets
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.sample import load_model
 from nanogpt_tg.compat.torch_rng import TorchGenerator
 from nanogpt_tg.train import configure_optimizer, get_lr, make_train_step, set_lr, train
 
-PERIOD = "abcdefghij"
 BASE = dict(dataset="periodic", device="cpu", n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=8,
             gradient_accumulation_steps=1, dropout=0.0, bias=False, learning_rate=1e-2, min_lr=1e-3, warmup_iters=5,
             eval_interval=30, eval_iters=4, log_interval=1, beta2=0.99, always_save_checkpoint=True)
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A directory with data/periodic/: a stream that repeats every 10 characters; tests chdir into it."""
-    d = tmp_path_factory.mktemp("train")
-    prepare_text(PERIOD * 300, d / "data" / "periodic", block_size=8)
-    old = os.getcwd()
-    os.chdir(d)
-    yield d
-    os.chdir(old)
-
-
-@pytest.fixture(scope="module")
-def trained(workdir):
-    cfg = TrainConfig(**BASE, out_dir=str(workdir / "out"), max_iters=60, lr_decay_iters=60)
+def trained(periodic):
+    cfg = TrainConfig(**BASE, out_dir=str(periodic / "out"), max_iters=60, lr_decay_iters=60)
     return cfg, train(cfg)
 
 
@@ -49,7 +37,7 @@ def test_nanogpt_schedule_values():
     assert get_lr(7, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
 
 
-def test_jitted_step_uses_the_scheduled_lr(workdir):
+def test_jitted_step_uses_the_scheduled_lr(periodic):
     """With beta1 = beta2 = 0, AdamW moves a non-decayed weight by exactly lr * sign(grad): read lr off the update."""
     cfg = TrainConfig(**{**BASE, "beta1": 0.0, "beta2": 0.0, "learning_rate": 1e-2, "min_lr": 1e-3,
                          "warmup_iters": 3, "lr_decay_iters": 8, "grad_clip": 1.0})

@@ -20,6 +20,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # True: bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+    activation: str = "gelu"  # "gelu": exact (erf), nanoGPT's; "gelu_new": tanh, as OpenAI's GPT-2 (transformers)
 
 
 class LayerNorm(nn.Module):
@@ -69,7 +70,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()  # exact (erf) GELU
+        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_new" else "none")  # nanoGPT's: exact (erf)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

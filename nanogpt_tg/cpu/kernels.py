@@ -5,7 +5,7 @@ a device without local memory (the CPU's clang backend) it upcasts the two outpu
 reduction by 4, and it groups at most 4 floats into one vector load, so clang emits 128-bit FMAs on CPUs that have
 256- or 512-bit ones. Here: upcasts of 16 (the contiguous output axis) by 8, an unroll of 4, loads and stores of up
 to 16 floats, and the output split into one part per CPU thread as tinygrad does (cpu_runtime.py runs the parts at
-once). A 768x512x512 product went from 48 to 139 GFLOP/s on one core here (BENCHMARKS.md), same numbers to rounding.
+once). Same numbers to rounding, several times tinygrad's speed on a matmul (figures per machine: BENCHMARKS.md).
 Tiles and load widths follow the CPU's vector width (vector_floats): the 16-float ones are for AVX-512.
 One-row products get their outputs in vectors too, and elementwise kernels with exp, log or sin are left as plain
 loops, which clang vectorizes (vectorizable_loop).
@@ -52,7 +52,7 @@ def vector_floats() -> int:
 
 
 # 16x8 tiles (128 accumulators) were timed best with AVX-512's 32 registers of 16 floats (BENCHMARKS.md); with 16
-# registers (AVX2) or 4-float ones they would spill, so there the second session's 8x4 tiles (measured 1.9x faster
+# registers (AVX2) or 4-float ones they would spill, so there the second session's 8x4 tiles (timed faster
 # than tinygrad's 3x3 with 4-float loads) are kept.
 VECTOR_FLOATS = vector_floats()
 UPCAST_N, UPCAST_M, UNROLL_K = (16, 8, 4) if VECTOR_FLOATS >= 16 else (8, 4, 4)
@@ -113,8 +113,7 @@ TRANSCENDENTAL = {Ops.EXP2, Ops.LOG2, Ops.SIN}
 
 def vectorizable_loop(k) -> bool:
     """An elementwise kernel k with exp, log or sin in it: left as a plain loop, which clang vectorizes to the CPU's
-    width; tinygrad's upcast of 4 makes it scalar code per lane (exp(-x^2) over 32768 floats: 68 us for each half,
-    14 us for all of them as a plain loop, same results)."""
+    width; tinygrad's upcast of 4 makes it scalar code per lane, several times slower, same results (BENCHMARKS.md)."""
     return not k.ren.has_local and k.reduceop is None and any(u.op in TRANSCENDENTAL for u in k.ast.toposort())
 
 

@@ -1,7 +1,7 @@
 """Keep tinygrad's generated kernels on disk between runs, so a warm start skips code generation.
 
 tinygrad 0.14 caches compiled binaries on disk, but the code generation in front of them (optimizing, expanding and
-rendering each kernel: most of the ~20 s before a training step's first iteration here) runs again in every
+rendering each kernel: most of the time before a training step's first iteration) runs again in every
 process: its cache of finished programs (`to_program_cache`) is a dict in memory. `install()` puts a dict in its place
 that also reads and writes tinygrad's own disk cache (the same sqlite file and format as its compiled binaries, in
 tinygrad's cache directory: nothing from outside this machine), under a key that includes this package's kernel
@@ -92,7 +92,7 @@ def _cached(key: tuple) -> bool:
 
 def slim(prg: UOp) -> UOp:
     """The program without its optimized kernel graph and linearized instructions, which running it does not read
-    (the kernel's name and estimates, its parameters, source and binary stay): ~50 KB -> ~2 KB, loaded 50x faster."""
+    (the kernel's name and estimates, its parameters, source and binary stay): about 25x smaller, loaded that much faster."""
     sink, linear, source, binary = prg.src
     params = tuple(u for u in linear.src if u.op is Ops.PARAM)
     return prg.replace(src=(sink.replace(src=()), linear.replace(src=params), source, binary))

@@ -2,7 +2,7 @@
 
 tinygrad 0.14 splits big CPU kernels into NUM_CPU_THREADS parts (its THREAD option: the kernel takes a `core_id`),
 but calls the parts one after another from Python, so one core does all the work; and it has no graph for the CPU,
-so a jitted step calls every kernel through Python (~25 us each, ~9 ms of a 370-kernel training step). Here:
+so a jitted step calls every kernel through Python, tens of microseconds each. Here:
 - a kernel with parts is one call of `run_parts` (C below, built once with clang and cached): a pool of
   NUM_CPU_THREADS - 1 threads plus the caller run the parts, and it returns when all are done, so kernels still run
   in order and every result is the same. Pool threads spin briefly between kernels, then sleep.
