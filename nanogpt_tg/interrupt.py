@@ -1,0 +1,73 @@
+"""Ctrl-C and SIGTERM: from a command's first line a signal ends it with one line and status 130, never silently.
+In training, once there is something to save, the first one stops at the end of the current step or eval batch with a
+checkpoint; a second one always quits at once."""
+import os
+import signal
+import sys
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_STATUS = 130  # a shell's status for Ctrl-C; SIGTERM too, so that a script sees one status for "stopped"
+catching = False  # set by cli.run: from there on a Stopped exception ends in its one line
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal stopped the command where there was nothing to save; str() is the line to print."""
+
+
+def quit_now(message: str):
+    """Print message and exit 130 at once. No cleanup runs: the shutdown of tinygrad's compile workers can hang, and
+    a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: the exit matters more
+            pass
+    os.write(2, f"\n{message}\n".encode())
+    os._exit(EXIT_STATUS)
+
+
+def again(signum, frame):
+    quit_now(f"{signal.Signals(signum).name} again: quit at once, without saving")
+
+
+def stop(signum, frame):
+    """The command's handler until a training loop takes over: nothing to save yet, so stop here."""
+    for s in SIGNALS:
+        signal.signal(s, again)
+    message = f"stopped by {signal.Signals(signum).name}; nothing to save yet"
+    if not catching:  # still importing: an exception here would end in a traceback
+        quit_now(message)
+    raise Stopped(message)
+
+
+def install():
+    """Called first by each command, before the heavy imports (which take seconds, and a cold compile more)."""
+    for s in SIGNALS:
+        signal.signal(s, stop)
+
+
+class Interrupt:
+    """The training loop's handler. Until `armed` (the first step is done) there is nothing new to save and a signal
+    stops at once, a cold compile included; once armed the first signal sets `requested` and the loop saves a
+    checkpoint after the current step or eval batch. A second signal quits at once."""
+
+    def __init__(self, unarmed_note: str = "nothing to save yet"):
+        self.requested, self.armed, self.unarmed_note = None, False, unarmed_note
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in SIGNALS}
+        return self
+
+    def handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.requested is not None:
+            again(signum, frame)
+        self.requested = name
+        if not self.armed:
+            raise Stopped(f"stopped by {name}; {self.unarmed_note}")
+        print(f"\n{name}: saving a checkpoint after this step (press Ctrl-C again to quit without saving)", flush=True)
+
+    def __exit__(self, *exc):
+        if self.requested is None:  # while a signal is handled, a second one must still quit at once
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
