@@ -2,7 +2,7 @@
 if __name__ == "__main__":
     from nanogpt_tg import interrupt
 
-    interrupt.install()  # first: a Ctrl-C or SIGTERM during the imports (seconds) ends with a line, not silently
+    interrupt.install()  # first: a Ctrl-C or SIGTERM in the imports (seconds) ends with a line
     from nanogpt_tg.config import SampleConfig, cli
     from nanogpt_tg.cli import run
 

@@ -26,6 +26,7 @@ from .train import configure_optimizer, make_train_step, set_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 @dataclass(frozen=True)
 class BenchConfig:
     # the model and batch: nanoGPT's README CPU config by default

@@ -16,7 +16,11 @@ class Stopped(KeyboardInterrupt):
 
 def quit_now(message: str):
     """Print message and exit 130 at once. No cleanup runs: the shutdown of tinygrad's compile workers can hang, and
-    a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written."""
+    a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written. The workers are
+    killed, not left to finish their task."""
+    if "multiprocessing" in sys.modules:
+        for child in sys.modules["multiprocessing"].active_children():
+            child.kill()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -30,20 +34,24 @@ def again(signum, frame):
     quit_now(f"{signal.Signals(signum).name} again: quit at once, without saving")
 
 
-def stop(signum, frame):
+def stop(signum, frame, note: str = ""):
     """The command's handler until a training loop takes over: nothing to save yet, so stop here."""
     for s in SIGNALS:
         signal.signal(s, again)
-    message = f"stopped by {signal.Signals(signum).name}; nothing to save yet"
+    message = f"stopped by {signal.Signals(signum).name}" + (f"; {note}" if note else "")
     if not catching:  # still importing: an exception here would end in a traceback
         quit_now(message)
     raise Stopped(message)
 
 
-def install():
-    """Called first by each command, before the heavy imports (which take seconds, and a cold compile more)."""
+def install(note: str = ""):
+    """Called first by each command, before the heavy imports (which take seconds, and a cold compile more); note is
+    said after `stopped by SIGINT` (train.py: "nothing to save yet")."""
     for s in SIGNALS:
-        signal.signal(s, stop)
+        signal.signal(s, lambda signum, frame: stop(signum, frame, note))
+    # after a quit at once multiprocessing's resource tracker removes the semaphores of tinygrad's compile workers, as
+    # it should, and warns that they leaked; the processes it starts from here on take this filter from the command
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
 
 
 class Interrupt:
