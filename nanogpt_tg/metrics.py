@@ -33,7 +33,11 @@ class MetricsLog:
         self.failed = False  # the last write failed: the next one starts on a new line
         if init_from == "scratch" and self.path.exists():
             kept = next(p for n in range(1, 10**6) if not (p := self.path.with_name(f"{METRICS_NAME}.{n}")).exists())
-            self.path.rename(kept)
+            try:
+                self.path.rename(kept)
+            except OSError as e:
+                raise OSError(f"could not keep {self.path} (an earlier run's) as {kept.name}: {e.strerror or e}; move "
+                              "it away or choose another --out_dir") from None
             print(f"{self.path} held an earlier run's metrics: kept as {kept.name}; this run starts a new file")
         self.log("start", iter_num, init_from=init_from)
 
