@@ -21,7 +21,7 @@ from .device import set_device, write
 from .estimate import RunEstimate
 from .interrupt import Interrupt
 from .metrics import MetricsLog
-from .model import GPT, decays
+from .model import A100_BF16_FLOPS, GPT, decays
 from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .parallel import check_batch, parse_devices, replicate, split_batch
 from .precision import DTYPES, LossScaler, autocast, resolve_dtype
@@ -339,8 +339,8 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
     estimate = RunEstimate(cfg, s.iter_num, s.device, kind(s.device) == "cpu", len(run.eval_steps))  # hours: says so
     if not cfg.eval_only:
-        print("note: mfu in the iter lines is nanoGPT's, a percentage of an A100's bfloat16 peak (312 TFLOP/s); "
-              "python bench.py gives it against this device's peak too")
+        print(f"note: mfu in the iter lines is nanoGPT's, a percentage of an A100's bfloat16 peak "
+              f"({A100_BF16_FLOPS / 1e12:.0f} TFLOP/s); python bench.py gives it against this device's peak too")
     losses_log = []
     t0 = time.time()
     local_iter_num = 0  # number of iterations in the lifetime of this process
