@@ -4,6 +4,7 @@ checkpoint; a second one always quits at once."""
 import os
 import signal
 import sys
+import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_STATUS = 130  # a shell's status for Ctrl-C; SIGTERM too, so that a script sees one status for "stopped"
@@ -14,6 +15,14 @@ class Stopped(KeyboardInterrupt):
     """A signal stopped the command where there was nothing to save; str() is the line to print."""
 
 
+def flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: the exit matters more
+            pass
+
+
 def quit_now(message: str):
     """Print message and exit 130 at once. No cleanup runs: the shutdown of tinygrad's compile workers can hang, and
     a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written. The workers are
@@ -21,13 +30,23 @@ def quit_now(message: str):
     if "multiprocessing" in sys.modules:
         for child in sys.modules["multiprocessing"].active_children():
             child.kill()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream: the exit matters more
-            pass
+    flusher = threading.Thread(target=flush, daemon=True)  # from another thread: a print may hold the stream's lock
+    flusher.start()
+    flusher.join(timeout=1.0)
     os.write(2, f"\n{message}\n".encode())
     os._exit(EXIT_STATUS)
+
+
+def watch(fd: int):
+    """Quit at the second signal even while the main thread is inside one long C call (a jitted step on the CPU is
+    one), where Python's handlers wait for it to return: Python's C-level handler writes each signal's number to fd
+    at once, and this thread, blocked on reading it, counts them."""
+    seen = 0
+    while True:
+        for signum in os.read(fd, 64):
+            seen += 1
+            if seen >= 2:
+                quit_now(f"{signal.Signals(signum).name} again: quit at once, without saving")
 
 
 def again(signum, frame):
@@ -49,6 +68,10 @@ def install(note: str = ""):
     said after `stopped by SIGINT` (train.py: "nothing to save yet")."""
     for s in SIGNALS:
         signal.signal(s, lambda signum, frame: stop(signum, frame, note))
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    threading.Thread(target=watch, args=(read,), daemon=True, name="second signal").start()
     # after a quit at once multiprocessing's resource tracker removes the semaphores of tinygrad's compile workers, as
     # it should, and warns that they leaked; the processes it starts from here on take this filter from the command
     sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
