@@ -9,6 +9,7 @@ start at iteration n replaces the records at n and after (read_metrics does this
 file and keeps the old one as metrics.jsonl.1 (or .2, ...).
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,11 +54,16 @@ class MetricsLog:
         """Append the pending records, each on a line of its own, even after a line cut short by a crash."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a+b") as f:  # opened per record: a crash loses at most the line being written
-                f.seek(0, 2)
-                cut = f.tell() > 0 and (self.failed or (f.seek(-1, 2), f.read(1))[1] != b"\n")
-                f.write(b"\n" * cut + b"".join(json.dumps(r).encode() + b"\n" for r in self.pending))
-                f.flush()
+            # opened per record, so a crash loses at most the line being written; a symlink here is refused
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                cut = size > 0 and (self.failed or os.pread(fd, 1, size - 1) != b"\n")
+                data = memoryview(b"\n" * cut + b"".join(json.dumps(r).encode() + b"\n" for r in self.pending))
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
             self.pending, self.failed = [], False
         except OSError as e:
             if not self.failed:

@@ -175,7 +175,7 @@ def test_a_full_disk_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, capsy
         raise OSError(errno.ENOSPC, "No space left on device")
 
     log = MetricsLog(tmp_path, 10, "resume")
-    monkeypatch.setattr(metrics, "open", full, raising=False)  # the disk, not the code under test
+    monkeypatch.setattr(metrics.os, "write", full)  # the disk, not the code under test
     log.log("eval", 10, val_loss=2.0)
     log.log("iter", 10, loss=1.9)  # no exception: training goes on to its checkpoint
     monkeypatch.undo()  # space freed
