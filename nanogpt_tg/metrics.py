@@ -8,6 +8,7 @@ A resumed run appends to the file and starts again at its checkpoint's iteration
 start at iteration n replaces the records at n and after (read_metrics does this). A run from scratch starts a new
 file and keeps the old one as metrics.jsonl.1 (or .2, ...).
 """
+import errno
 import json
 import os
 import sys
@@ -67,8 +68,10 @@ class MetricsLog:
             self.pending, self.failed = [], False
         except OSError as e:
             if not self.failed:
+                fix = ("free disk space (checkpoints need it too)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+                       "make it a file this run can write")
                 print(f"warning: could not append to {self.path} ({e.strerror or e}); training goes on and the metrics "
-                      "are written again once it can: free disk space (checkpoints need it too)", file=sys.stderr)
+                      f"are written again once it can: {fix}", file=sys.stderr)
             self.pending = [r for r in self.pending if r["kind"] == "start"]  # a resume's start still stitches right
             self.failed = True
 
