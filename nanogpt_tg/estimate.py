@@ -3,8 +3,7 @@ hours, one line says so and names a run that fits the device: nanoGPT's GPU pres
 look stuck for an hour in its first eval."""
 import sys
 import time
-
-import numpy as np
+from statistics import median
 
 from .config import TrainConfig
 from .progress import format_duration, on_terminal
@@ -52,8 +51,8 @@ class RunEstimate:
     def seconds(self) -> float:
         """The whole run's seconds from this process's start, from the medians timed so far."""
         per_forward = STEP_FORWARDS * self.cfg.gradient_accumulation_steps
-        batch = float(np.median(self.batch_s)) if self.batch_s else float(np.median(self.step_s)) / per_forward
-        step = float(np.median(self.step_s)) if self.step_s else batch * per_forward
+        batch = median(self.batch_s) if self.batch_s else median(self.step_s) / per_forward
+        step = median(self.step_s) if self.step_s else batch * per_forward
         steps, evals = self.counts()
         return steps * step + evals * self.n_splits * self.cfg.eval_iters * batch
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from nanogpt_tg.config import TrainConfig
+from nanogpt_tg.estimate import RunEstimate
 from nanogpt_tg.data import prepare_text
 from nanogpt_tg import metrics
 from nanogpt_tg.metrics import METRICS_NAME, MetricsLog, curves, read_metrics
@@ -112,6 +113,27 @@ def test_progress_counter_only_on_a_terminal():
     quick = Terminal()
     list(progress(range(3), "sampling", stream=quick))  # done before the 0.5 s delay: nothing drawn
     assert quick.getvalue() == ""
+
+
+def test_run_estimate_from_the_first_timed_batches(capsys):
+    """nanoGPT's GPU preset on a CPU: 10 s per eval batch (the first, compiling, left out by the median) makes
+    5001 steps of about 3 forward passes and 21 evals of 2 x 200 batches: 5001 * 30 + 21 * 400 * 10 = 234,030 s."""
+    cfg = TrainConfig(max_iters=5000, eval_interval=250, eval_iters=200, gradient_accumulation_steps=1,
+                      dataset="shakespeare_char")
+    estimate = RunEstimate(cfg, 0, "CPU", on_cpu=True)
+    estimate.batch_s = [40.0, 10.0, 10.0]  # as eval_batch(i) records them
+    assert estimate.counts() == (5001, 21) and estimate.seconds() == pytest.approx(234_030)
+    estimate.check("eval")
+    out = capsys.readouterr().out
+    assert out == ("note: this run will take about 65h00m on CPU (5,001 iterations, 21 evals of 2 x 200 batches); "
+                   "nanoGPT's CPU run takes minutes: python train.py config/train_shakespeare_char_cpu.py\n")
+    estimate.check("step")  # said once
+    assert capsys.readouterr().out == ""
+    resumed = RunEstimate(cfg, 4999, "CUDA", on_cpu=False)
+    resumed.step_s = [2.0] * 5
+    assert resumed.counts() == (2, 1) and resumed.seconds() == pytest.approx(2 * 2.0 + 400 * 2.0 / 3)
+    resumed.check("step")  # minutes: nothing said
+    assert capsys.readouterr().out == ""
 
 
 def write_metrics(path, records):
