@@ -19,7 +19,7 @@ from tinygrad import Tensor
 from .config import TrainConfig
 from .data import load_split, random_offsets
 from .device import set_device
-from .model import GPT, GPTConfig
+from .model import A100_BF16_FLOPS, GPT, GPTConfig
 from .tokenizer import load as load_tokenizer
 from .compat.torch_rng import TorchGenerator
 from .train import configure_optimizer, make_train_step, set_lr
@@ -213,8 +213,10 @@ def bench(cfg: BenchConfig) -> dict:
         result[name] = dict(ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt, flops=flops / dt,
                             mfu=flops / dt / cfg.peak_flops)
         r = result[name]
+        # two units: this device's peak (--peak_flops), and train.py's mfu, nanoGPT's unit (an A100's bf16 peak)
         print(f"{name}: {r['ms_per_iter']:.1f} ms/iter, {r['tokens_per_s']:,.0f} tokens/s, "
-              f"{r['flops'] / 1e9:.1f} GFLOP/s, MFU {r['mfu'] * 100:.1f}% of {cfg.peak_flops / 1e9:.0f} GFLOP/s "
+              f"{r['flops'] / 1e9:.1f} GFLOP/s, MFU {r['mfu'] * 100:.1f}% of --peak_flops={cfg.peak_flops / 1e9:.0f} "
+              f"GFLOP/s ({r['flops'] / A100_BF16_FLOPS * 100:.2f}% of an A100, train.py's mfu) "
               f"(median of {len(ts)} rounds of {cfg.iters})")
     if "torch" in result:
         result["ratio"] = result["tinygrad"]["tokens_per_s"] / result["torch"]["tokens_per_s"]

@@ -2,6 +2,7 @@
 import os
 import sys
 
+from . import interrupt
 from .checkpoint import CheckpointError
 from .config import ConfigError
 
@@ -9,12 +10,15 @@ USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, Floa
 
 
 def run(fn, *args):
-    """Call fn(*args); print a user error as `error: ...` and exit 1 (NANOGPT_TG_DEBUG=1 shows the traceback)."""
+    """Call fn(*args); print a user error as `error: ...` and exit 1 (NANOGPT_TG_DEBUG=1 shows the traceback).
+    A Ctrl-C or SIGTERM that stopped it prints its line and exits 130."""
+    interrupt.catching = True
     try:
         return fn(*args)
     except USER_ERRORS as e:
         if os.environ.get("NANOGPT_TG_DEBUG"):
             raise
         sys.exit(f"error: {e}")  # one line; NANOGPT_TG_DEBUG=1 re-raises for the traceback
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    except KeyboardInterrupt as e:
+        # quit_now, not sys.exit: at exit Python would wait for tinygrad's compile workers, which can hang
+        interrupt.quit_now(str(e) if isinstance(e, interrupt.Stopped) else "interrupted")

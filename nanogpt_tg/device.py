@@ -1,28 +1,39 @@
 """Device choice: nanoGPT's --device names (cpu, cuda, mps...) mapped onto tinygrad's (CPU, CUDA, METAL, CL)."""
+import os
+
 import numpy as np
 from tinygrad import Device, Tensor
 from tinygrad.helpers import DEV
 
-from . import cpu
+from . import auto_device, cpu
 from .tg import buffer_array, cpu_buffer, device_names
 
 ALIASES = {"cpu": "CPU", "cuda": "CUDA", "gpu": "CUDA", "metal": "METAL", "mps": "METAL", "cl": "CL",
            "opencl": "CL", "amd": "AMD", "nv": "NV"}
 
 NOT_FOR_COMPUTE = {"NULL", "NPY", "DISK", "PYTHON"}  # placeholders, file access, and a very slow emulator
+ENV_DEV = os.environ.get("DEV", "")  # the user's: read before tinygrad sets it for its worker processes
 
 
 def set_device(name: str) -> str:
-    """Make `name` tinygrad's default device ('auto' keeps tinygrad's choice) and return its tinygrad name.
+    """Make `name` tinygrad's default device and return its tinygrad name. 'auto' keeps DEV from the environment,
+    else takes a GPU, else the CPU device (auto_device.py), and prints which and why.
 
     Raises a ValueError that lists the devices tinygrad can open here when the device is unknown or unusable.
     Also installs the CPU speed layer (nanogpt_tg/cpu/) before anything compiles.
     """
     previous = DEV.value
-    if name != "auto":
-        base, _, index = name.partition(":")
-        DEV.value = ALIASES.get(base.lower(), base.upper()) + (f":{index}" if index else "")
     try:
+        if name != "auto":
+            base, _, index = name.partition(":")
+            DEV.value = ALIASES.get(base.lower(), base.upper()) + (f":{index}" if index else "")
+        elif ENV_DEV:
+            DEV.value = ENV_DEV
+            print(f"--device=auto: computing on {Device.DEFAULT} (DEV={ENV_DEV} in the environment)")
+        else:
+            device, why = auto_device.pick()
+            DEV.value = os.environ["DEV"] = device  # the environment too, for tinygrad's compile workers (as tinygrad)
+            print(f"--device=auto: computing on {device} ({why})")
         device = Device.DEFAULT
         Device[device]  # opens it: fails here, not deep inside the first kernel
     except Exception as e:

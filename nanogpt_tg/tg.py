@@ -1,9 +1,12 @@
 """Every use of a private tinygrad name outside the CPU speed layer (nanogpt_tg/cpu/), in one place, for tinygrad 0.14.
 
-When tinygrad renames one of these, this module is the one to change: the RNG's per-device state (exact resume),
-TinyJit's call counter, raw CPU buffers (the sampler's and the train step's inputs and outputs), custom gradients
-(layers.py), bfloat16 emulation and the optimizer's step (precision.py).
+When tinygrad renames one of these, this module is the one to change: the devices' order and OpenCL device types
+(--device=auto), the RNG's per-device state (exact resume), TinyJit's call counter, raw CPU buffers (the sampler's
+and the train step's inputs and outputs), custom gradients (layers.py), bfloat16 emulation and the optimizer's step
+(precision.py).
 """
+import ctypes
+
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
 from tinygrad.dtype import _to_np_dtype
@@ -16,6 +19,23 @@ from tinygrad.uop.ops import Ops, UOp
 def device_names() -> list[str]:
     """The device names tinygrad knows (whether or not they open here)."""
     return list(Device._devices)
+
+
+def auto_order() -> list[str]:
+    """The devices in the order tinygrad's own auto-detection tries them (GPUs first, the CPU after OpenCL)."""
+    from tinygrad.device import ALL_DEVICES
+
+    return list(ALL_DEVICES)
+
+
+def opencl_device_is_cpu(device: str) -> bool:
+    """Whether an OpenCL device (opened here) is a CPU by its OpenCL device type, as PoCL's is."""
+    from tinygrad.runtime.autogen import opencl as cl
+
+    device_type = ctypes.c_uint64()
+    cl.clGetDeviceInfo(Device[device].cl_dev, cl.CL_DEVICE_TYPE, ctypes.sizeof(device_type), ctypes.byref(device_type),
+                       None)
+    return bool(device_type.value & cl.CL_DEVICE_TYPE_CPU)
 
 
 def emulate_dtype(name: str):

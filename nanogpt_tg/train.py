@@ -1,6 +1,6 @@
 """The training loop: nanoGPT's train.py in tinygrad, one function in nanoGPT's order (lr, eval/checkpoint, step, log)."""
+import contextlib
 import math
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -12,13 +12,16 @@ from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
 from . import cpu
+from .auto_device import kind
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, random_offsets
 from .device import set_device, write
+from .estimate import RunEstimate
+from .interrupt import Interrupt
 from .metrics import MetricsLog
-from .model import GPT, decays
+from .model import A100_BF16_FLOPS, GPT, decays
 from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .parallel import check_batch, parse_devices, replicate, split_batch
 from .precision import DTYPES, LossScaler, autocast, resolve_dtype
@@ -157,35 +160,24 @@ def make_eval_steps(model: GPT, splits: dict[str, Tensor], cfg: TrainConfig, gen
     return steps
 
 
-def estimate_loss(eval_steps: dict, eval_iters: int) -> dict[str, float]:
-    """Mean loss over eval_iters random batches of each split (nanoGPT's estimate_loss)."""
-    return {split: float(np.mean([step().item() for _ in progress(range(eval_iters), f"eval {split}", unit="batches")]))
-            for split, step in eval_steps.items()}
-
-
-class Interrupt:
-    """Ctrl-C / SIGTERM: the first asks the loop to save and stop after the current step, a second exits at once."""
-
-    def __init__(self):
-        self.requested = None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: saving a checkpoint after this step (press Ctrl-C again to quit without saving)")
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+def estimate_loss(eval_steps: dict, eval_iters: int, before_batch=None) -> dict[str, float] | None:
+    """Mean loss over eval_iters random batches of each split (nanoGPT's estimate_loss). before_batch(i), if given,
+    is called before batch i of each split; when it returns True the eval ends there and this returns None."""
+    out = {}
+    for split, step in eval_steps.items():
+        losses = []
+        for i in progress(range(eval_iters), f"eval {split}", unit="batches"):
+            if before_batch is not None and before_batch(i):
+                return None
+            losses.append(step().item())
+        out[split] = float(np.mean(losses))
+    return out
 
 
 def check_writable(out_dir: Path):
-    """Fail before any compile when out_dir cannot hold checkpoints."""
+    """Fail before any compile when out_dir cannot hold checkpoints. The directories made to find out are removed
+    again: the run makes them at its first record, so a run that fails before it leaves none behind."""
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / ".write_test"
@@ -193,6 +185,10 @@ def check_writable(out_dir: Path):
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"--out_dir={out_dir} cannot be written ({e.strerror or e}); choose a writable directory") from None
+    finally:
+        for p in made:
+            with contextlib.suppress(OSError):  # gone already, or another process wrote into it meanwhile
+                p.rmdir()
 
 
 @dataclass
@@ -294,7 +290,12 @@ def setup(cfg: TrainConfig) -> Run:
         print(f"Resuming training from {out_dir}")
         arrays, info = load_any_checkpoint(out_dir)  # ours, or nanoGPT's ckpt.pt
         # force these config attributes to be equal otherwise we can't even resume training
-        for k in ["n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"]:
+        shape = ["n_layer", "n_head", "n_embd", "block_size", "bias"]
+        overridden = [f"{k}={info['model_args'][k]} (not --{k}={getattr(cfg, k)})" for k in shape
+                      if info["model_args"][k] != getattr(cfg, k)]
+        if overridden:
+            print(f"--init_from=resume: the model's shape is the checkpoint's: {', '.join(overridden)}")
+        for k in shape + ["vocab_size"]:
             model_args[k] = info["model_args"][k]
         if "meta" in info and from_meta(info["meta"]).meta() != tokenizer.meta():
             raise ValueError(f"the checkpoint in {out_dir} was trained on another vocabulary than {meta_path}; "
@@ -336,24 +337,39 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     metrics = MetricsLog(run.out_dir, s.iter_num, cfg.init_from, on_record=on_metrics)
     eta = ETA(cfg.max_iters)  # on a terminal, the iter line ends with the time left
+    estimate = RunEstimate(cfg, s.iter_num, s.device, kind(s.device) == "cpu", len(run.eval_steps))  # hours: says so
+    if not cfg.eval_only:
+        print(f"note: mfu in the iter lines is nanoGPT's, a percentage of an A100's bfloat16 peak "
+              f"({A100_BF16_FLOPS / 1e12:.0f} TFLOP/s); python bench.py gives it against this device's peak too")
     losses_log = []
     t0 = time.time()
     local_iter_num = 0  # number of iterations in the lifetime of this process
     running_mfu = -1.0
-    with Interrupt() as interrupt:
+    # until the first step is done a signal stops at once (nothing new to save); after, at the next step or eval batch
+    with Interrupt("nothing to save yet" if cfg.init_from == "scratch" else
+                   f"nothing new to save; {s.last_saved} is as it was") as interrupt:
+
+        def before_batch(i: int) -> bool:
+            estimate.eval_batch(i)
+            return interrupt.requested is not None
         while True:
             # determine and set the learning rate for this iteration
             lr = get_lr(s.iter_num, cfg)
             set_lr(run.optimizer, lr)
 
             # nanoGPT fetches a step's first batch before it evaluates (the end of the previous step), the rest after
-            evaluating = s.iter_num % cfg.eval_interval == 0
+            evaluating = s.iter_num % cfg.eval_interval == 0 or cfg.eval_only  # eval_only: at any iteration
             rng_before_eval = s.rng() if evaluating else None  # a resume from here repeats this eval, then the step
             ix = [random_offsets(s.batches, run.n_train, cfg.batch_size, cfg.block_size)]
 
             # evaluate the loss on train/val sets and write checkpoints
             if evaluating:
-                losses = estimate_loss(run.eval_steps, cfg.eval_iters)
+                losses = estimate_loss(run.eval_steps, cfg.eval_iters, before_batch)
+                if losses is None:  # a signal: the eval ends here, and the checkpoint is the run as it was before it
+                    run.checkpoint(rng_before_eval)
+                    print(f"stopped by {interrupt.requested} at iter {s.iter_num}, in its eval; resume with "
+                          "--init_from=resume")
+                    sys.exit(130)
                 print(f"step {s.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": s.iter_num, **losses})
                 metrics.log("eval", s.iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
@@ -379,6 +395,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
             t1 = time.time()
             dt = t1 - t0
             t0 = t1
+            estimate.step(dt)
             if s.iter_num % cfg.log_interval == 0:
                 if local_iter_num >= 5:  # let the training loop settle a bit
                     mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
@@ -391,6 +408,7 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
                 raise run.diverged("loss", lossf)
             s.iter_num += 1
             local_iter_num += 1
+            interrupt.armed = True  # a step is done: from here a signal saves it
 
             if interrupt.requested:
                 run.checkpoint(s.rng())

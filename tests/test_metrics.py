@@ -1,4 +1,5 @@
 """metrics.jsonl from a real run and its resume, the ETA on a terminal, progress counters, and the plot command."""
+import errno
 import io
 import json
 import re
@@ -8,8 +9,10 @@ import time
 import pytest
 
 from nanogpt_tg.config import TrainConfig
+from nanogpt_tg.estimate import RunEstimate
 from nanogpt_tg.data import prepare_text
-from nanogpt_tg.metrics import METRICS_NAME, curves, read_metrics
+from nanogpt_tg import metrics
+from nanogpt_tg.metrics import METRICS_NAME, MetricsLog, curves, read_metrics
 from nanogpt_tg.plot import main as plot_main
 from nanogpt_tg.progress import ETA, Progress, format_duration, progress
 from nanogpt_tg.train import get_lr, train
@@ -112,6 +115,27 @@ def test_progress_counter_only_on_a_terminal():
     assert quick.getvalue() == ""
 
 
+def test_run_estimate_from_the_first_timed_batches(capsys):
+    """nanoGPT's GPU preset on a CPU: 10 s per eval batch (the first, compiling, left out by the median) makes
+    5001 steps of about 3 forward passes and 21 evals of 2 x 200 batches: 5001 * 30 + 21 * 400 * 10 = 234,030 s."""
+    cfg = TrainConfig(max_iters=5000, eval_interval=250, eval_iters=200, gradient_accumulation_steps=1,
+                      dataset="shakespeare_char")
+    estimate = RunEstimate(cfg, 0, "CPU", on_cpu=True)
+    estimate.batch_s = [40.0, 10.0, 10.0]  # as eval_batch(i) records them
+    assert estimate.counts() == (5001, 21) and estimate.seconds() == pytest.approx(234_030)
+    estimate.check("eval")
+    out = capsys.readouterr().out
+    assert out == ("note: this run will take about 65h00m on CPU (5,001 iterations, 21 evals of 2 x 200 batches); "
+                   "nanoGPT's CPU run takes minutes: python train.py config/train_shakespeare_char_cpu.py\n")
+    estimate.check("step")  # said once
+    assert capsys.readouterr().out == ""
+    resumed = RunEstimate(cfg, 4999, "CUDA", on_cpu=False)
+    resumed.step_s = [2.0] * 5
+    assert resumed.counts() == (2, 1) and resumed.seconds() == pytest.approx(2 * 2.0 + 400 * 2.0 / 3)
+    resumed.check("step")  # minutes: nothing said
+    assert capsys.readouterr().out == ""
+
+
 def write_metrics(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"kind": "iter", "it', encoding="utf-8")
 
@@ -126,6 +150,62 @@ def test_reader_stitches_resumes_and_skips_a_cut_line(tmp_path):
     c = curves(read_metrics(tmp_path))
     assert c["train"] == ([0, 5], [4.2, 2.8])  # the first run's iterations 5 and 7 were replayed by the resume
     assert c["eval_val"] == ([0, 5], [4.1, 3.3])
+
+
+def kinds(records):
+    return [(r["kind"], r["iter"], r.get("loss")) for r in records]
+
+
+def test_a_resume_after_a_cut_line_starts_on_a_line_of_its_own(tmp_path):
+    path = tmp_path / METRICS_NAME
+    write_metrics(path, [{"kind": "start", "iter": 0}, {"kind": "iter", "iter": 0, "loss": 4.0},
+                         {"kind": "iter", "iter": 5, "loss": 3.0}])  # the crash cut the next line short
+    log = MetricsLog(tmp_path, 5, "resume")
+    log.log("iter", 5, loss=2.5)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[3] == '{"kind": "iter", "it' and json.loads(lines[4])["kind"] == "start" and len(lines) == 6
+    assert kinds(read_metrics(path)) == [("start", 0, None), ("iter", 0, 4.0), ("start", 5, None), ("iter", 5, 2.5)]
+
+
+def test_reader_keeps_the_last_of_repeated_iterations_and_reads_a_joined_start(tmp_path):
+    path = tmp_path / METRICS_NAME
+    start6 = json.dumps({"kind": "start", "iter": 6})
+    path.write_text("\n".join([
+        json.dumps({"kind": "start", "iter": 0}), json.dumps({"kind": "iter", "iter": 5, "loss": 3.0}),
+        json.dumps({"kind": "iter", "iter": 5, "loss": 2.9}),  # a repeat with no start record before it
+        json.dumps({"kind": "iter", "iter": 7, "loss": 2.7}),
+        '{"kind": "iter", "it' + start6,  # an older version joined a resume's start onto a cut line
+        json.dumps({"kind": "iter", "iter": 7, "loss": 2.6})]) + "\n", encoding="utf-8")
+    assert kinds(read_metrics(path)) == [("start", 0, None), ("iter", 5, 2.9), ("start", 6, None), ("iter", 7, 2.6)]
+
+
+def test_a_scratch_run_starts_a_new_file_and_keeps_the_old_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    MetricsLog(out, 0, "scratch")  # nothing written yet: a run that fails here leaves no out_dir behind
+    assert not out.exists()
+    for run in (1, 2):
+        log = MetricsLog(out, 0, "scratch")
+        log.log("iter", 0, loss=float(run))
+        MetricsLog(out, 1, "resume").log("iter", 1, loss=0.5)  # a resume appends
+    assert kinds(read_metrics(out)) == [("start", 0, None), ("iter", 0, 2.0), ("start", 1, None), ("iter", 1, 0.5)]
+    assert kinds(read_metrics(out / f"{METRICS_NAME}.1"))[1] == ("iter", 0, 1.0)
+    assert f"kept as {METRICS_NAME}.1; this run starts a new file" in capsys.readouterr().out
+
+
+def test_a_full_disk_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = MetricsLog(tmp_path, 10, "resume")
+    monkeypatch.setattr(metrics.os, "write", full)  # the disk, not the code under test
+    log.log("eval", 10, val_loss=2.0)
+    log.log("iter", 10, loss=1.9)  # no exception: training goes on to its checkpoint
+    monkeypatch.undo()  # space freed
+    log.log("iter", 11, loss=1.8)
+    err = capsys.readouterr().err
+    assert err.count("warning: could not append to") == 1 and "No space left on device" in err
+    assert "free disk space" in err
+    assert kinds(read_metrics(tmp_path)) == [("start", 10, None), ("iter", 11, 1.8)]
 
 
 def test_plot_command_writes_loss_png(tmp_path, capsys):

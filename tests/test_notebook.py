@@ -46,7 +46,9 @@ def test_badge_and_install_source_name_the_same_repository():
                       source(cells()[0]))
     params = [c for c in cells() if "parameters" in c["metadata"].get("tags", [])]
     assert badge and len(params) == 1, "the first cell needs the Colab badge; one code cell is tagged 'parameters'"
-    assert f"github.com/{badge.group(1)}.git" in source(params[0])
+    repo = re.findall(r'^REPO = "([^"]+)"', source(params[0]), re.M)
+    assert repo == [badge.group(1)], "the badge and REPO must name one repository: python tools/set_repo.py OWNER/NAME"
+    assert any('f"git+https://github.com/{REPO}.git"' in source(c) for c in cells())  # what the install cell installs
 
 
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
@@ -69,8 +71,12 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "test", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    # started in the notebooks/ folder of a checkout (a stand-in: the notebook is what marks one), as Jupyter does:
+    # it must work from the checkout's root, with its data/ and out_dir, and write nothing into notebooks/
+    checkout = tmp_path / "checkout"
+    run_dir = checkout / "notebooks"
+    run_dir.mkdir(parents=True)
+    (run_dir / NOTEBOOK.name).write_text(NOTEBOOK.read_text(encoding="utf-8"), encoding="utf-8")
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="nanogpt-tg-test",
                                      resources={"metadata": {"path": str(run_dir)}})
     client.execute()  # raises CellExecutionError at the first cell that fails
@@ -80,7 +86,10 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert f"nanogpt_tg from {ROOT / 'nanogpt_tg'}" in everything  # the checkout, not some installed copy
     assert "encode('Hello world') =" in everything and "the target is" in everything
     assert re.search(r"^step 20: train loss [\d.]+, val loss [\d.]+$", everything, re.M)
-    assert (run_dir / "out-shakespeare-char" / "loss.png").stat().st_size > 10_000
+    assert f"working in {checkout}" in everything
+    assert (checkout / "out-shakespeare-char" / "loss.png").stat().st_size > 10_000
+    assert (checkout / "data" / "shakespeare_char" / "train.bin").is_file()
+    assert sorted(p.name for p in run_dir.iterdir()) == [NOTEBOOK.name]  # no data/ or out_dir in notebooks/
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in nb.cells for o in c.get("outputs", []))  # the live loss curve
     assert everything.count("---------------") == 2  # two samples

@@ -16,7 +16,7 @@ from nanogpt_tg.checkpoint import CheckpointError, load_checkpoint, load_weights
 from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.data import prepare_text
 from nanogpt_tg.model import GPT, GPTConfig
-from nanogpt_tg.train import Interrupt, train
+from nanogpt_tg.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8, bias=False)
@@ -79,12 +79,57 @@ def test_killed_run_resumes_bit_for_bit(rnd, uninterrupted, sig):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_second_interrupt_quits_at_once():
-    with Interrupt() as interrupt:
-        interrupt.handle(signal.SIGINT, None)
-        assert interrupt.requested == "SIGINT"
-        with pytest.raises(KeyboardInterrupt):
-            interrupt.handle(signal.SIGINT, None)
+def resume_copy(rnd, name: str) -> Path:
+    """A copy of the uninterrupted run's checkpoint (iteration 300, the last) in out_dir `name`, to resume from."""
+    (rnd / name).mkdir()
+    (rnd / name / "ckpt.safetensors").write_bytes((rnd / "full/ckpt.safetensors").read_bytes())
+    return rnd / name
+
+
+def test_a_signal_during_an_eval_stops_it_at_the_next_batch_and_saves(rnd, uninterrupted):
+    """An eval of 2 x 10^7 batches (hours) after one step: a note says the run takes hours, SIGINT ends the eval
+    at its next batch, and the checkpoint is the run before that eval, so a resume repeats it."""
+    out = resume_copy(rnd, "long_eval")
+    log_path = rnd / "long_eval.log"
+    with open(log_path, "w") as log:  # 300 is no eval iteration for --eval_interval=7: one step, then an eval at 301
+        proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "train.py"), *ARGS, "--out_dir=long_eval",
+                                 "--init_from=resume", "--max_iters=310", "--eval_interval=7", "--eval_iters=10000000"],
+                                cwd=rnd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while "note: this run will take about" not in log_path.read_text() and proc.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        sent = time.time()
+        assert proc.wait(timeout=120) == 130
+    out_text = log_path.read_text()
+    assert time.time() - sent < 30, out_text  # not at the end of the eval
+    assert re.search(r"^iter 300: loss", out_text, re.M) and "step 301:" not in out_text
+    assert "stopped by SIGINT at iter 301, in its eval" in out_text and "Traceback" not in out_text
+    note = next(line for line in out_text.splitlines() if line.startswith("note: this run will take about"))
+    assert re.search(r"about \d+h\d\dm on CPU \(11 iterations, 2 evals of 2 x 10000000 batches\); nanoGPT's CPU run "
+                     r"takes minutes: python train.py config/train_shakespeare_char_cpu.py --dataset=rnd", note), note
+    assert "note: mfu in the iter lines is nanoGPT's, a percentage of an A100's bfloat16 peak" in out_text
+    assert load_checkpoint(out)[1]["iter_num"] == 301
+
+
+def test_eval_only_evaluates_at_any_iteration_and_resume_names_overridden_flags(rnd, uninterrupted):
+    out = resume_copy(rnd, "eval_only")
+    before = (out / "ckpt.safetensors").read_bytes()
+    r = run_train(rnd, "--out_dir=eval_only", "--init_from=resume", "--eval_only=True", "--eval_interval=7",
+                  "--n_layer=2", "--block_size=8", "--bias=True", "--n_head=2")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^step 300: train loss \d\.\d{4}, val loss \d\.\d{4}$", r.stdout, re.M)  # 300 % 7 != 0
+    assert ("--init_from=resume: the model's shape is the checkpoint's: n_layer=1 (not --n_layer=2), block_size=16 "
+            "(not --block_size=8), bias=False (not --bias=True)") in r.stdout
+    assert "iter 300:" not in r.stdout and (out / "ckpt.safetensors").read_bytes() == before
+
+
+def test_a_run_that_fails_before_writing_leaves_no_out_dir(rnd, monkeypatch):
+    monkeypatch.chdir(rnd)
+    with pytest.raises(FileNotFoundError, match="data/missing/meta.json not found"):
+        train(TrainConfig(dataset="missing", device="cpu", out_dir="never/made"))
+    assert not (rnd / "never").exists()
 
 
 def small_checkpoint(out_dir, iter_num):
