@@ -10,7 +10,6 @@ import pytest
 
 from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.estimate import RunEstimate
-from nanogpt_tg.data import prepare_text
 from nanogpt_tg import metrics
 from nanogpt_tg.metrics import METRICS_NAME, MetricsLog, curves, read_metrics
 from nanogpt_tg.plot import main as plot_main
@@ -30,12 +29,10 @@ class Terminal(io.StringIO):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(periodic):
     """A scratch run to iteration 8 with plain stdout, then a resume to 12 with stdout a terminal."""
-    d = tmp_path_factory.mktemp("metrics")
-    prepare_text("abcdefghij" * 300, d / "data" / "periodic", block_size=8)
+    d = periodic
     mp = pytest.MonkeyPatch()
-    mp.chdir(d)
     out = str(d / "out")
     try:
         plain = io.StringIO()
