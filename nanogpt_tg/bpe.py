@@ -12,6 +12,9 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from .fsio import write_text
+from .schema import read_json
+
 # GPT-2's pre-split, as published; gpt2_split() spells out \p{L}, \p{N} and \s so Python's re can run it
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PATTERNS = ("gpt2", None)  # None: no pre-split, merges may cross word boundaries
@@ -238,12 +241,12 @@ class BPETokenizer:
                              "prepare the dataset again") from None
 
     def save(self, path: str | Path):
-        Path(path).write_text(json.dumps(self.meta(), ensure_ascii=False), encoding="utf-8")
+        write_text(path, json.dumps(self.meta(), ensure_ascii=False))  # atomic: a crash leaves the old file
 
     @classmethod
     def load(cls, path: str | Path) -> "BPETokenizer":
         """Read a tokenizer written by save (JSON; nothing in it is executed)."""
-        return cls.from_meta(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_meta(read_json(path))
 
     @classmethod
     def from_gpt2_files(cls, vocab_path: str | Path, merges_path: str | Path) -> "BPETokenizer":
