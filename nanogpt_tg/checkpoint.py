@@ -3,15 +3,18 @@
 nanoGPT pickles {model, optimizer, model_args, iter_num, best_val_loss, config} into ckpt.pt; here the same content
 lives in out_dir/ckpt.safetensors: tensors as raw little-endian arrays, the rest as a JSON string in the header's
 __metadata__, so loading never executes code. The file is written beside its final name, fsynced, then renamed
-over it, so a crash mid-write leaves the previous checkpoint whole.
+over it, so a crash mid-write leaves the previous checkpoint whole; weights that are not finite are never written.
 """
 import json
-import os
+import math
 import struct
 from pathlib import Path
 
 import numpy as np
 from tinygrad import Tensor
+
+from .fsio import atomic_write, not_a_file
+from .schema import CheckpointError, check_info, parse_json
 
 CKPT_NAME = "ckpt.safetensors"
 FORMAT, VERSION = "nanogpt-tg", 1
@@ -20,12 +23,11 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int6
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
+MAX_HEADER = 100 << 20  # bytes of JSON before the tensors; ours is a few KB, a GPT-2's a few hundred
 
 
 def write_safetensors(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]):
-    """Write a safetensors file atomically: temporary file in the same directory, fsync, rename."""
+    """Write a safetensors file atomically (fsio.atomic_write: a unique temporary file beside it, fsync, rename)."""
     path = Path(path)
     header, offset = {"__metadata__": metadata}, 0
     for name, a in arrays.items():
@@ -33,47 +35,77 @@ def write_safetensors(path: str | Path, arrays: dict[str, np.ndarray], metadata:
         offset += a.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(f".{path.name}.tmp")
+    existed = path.is_file()
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             f.write(struct.pack("<Q", len(blob)) + blob)
             for a in arrays.values():
                 f.write(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OSError(f"could not write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact. "
-                          "Free disk space or choose another --out_dir") from e
-        raise
+    except OSError as e:
+        kept = "the previous checkpoint is intact" if existed else "no checkpoint was written"
+        raise OSError(f"could not write checkpoint {path}: {e.strerror or e}; {kept}. "
+                      "Free disk space or choose another --out_dir") from e
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read a safetensors file into numpy arrays and its metadata; a CheckpointError for anything malformed."""
+    """Read a safetensors file into numpy arrays (read-only, mapped from the file) and its metadata.
+
+    The header is checked against the file's size before anything else is read (every tensor's dtype, shape and
+    byte range), and the tensors are mapped, not read: no size in the header makes this allocate, and the caller
+    can check the shapes before it copies anything. Anything malformed is a CheckpointError."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} {not_a_file(path)}")
+    size = path.stat().st_size
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    try:
-        (n,) = struct.unpack("<Q", raw[:8])
-        if n > len(raw) - 8:
-            raise ValueError(f"header of {n} bytes in a file of {len(raw)}")
-        header = json.loads(raw[8 : 8 + n])
-        metadata = header.pop("__metadata__", {}) or {}
-        data = memoryview(raw)[8 + n :]
-        arrays = {}
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{size} bytes, too short for a header")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, MAX_HEADER):
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError("__metadata__ is not an object of strings")
+        data_size, layout = size - 8 - n, {}
         for name, info in header.items():
-            start, end = info["data_offsets"]
-            dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
-            if end > len(data) or start > end:
-                raise ValueError(f"tensor {name} lies past the end of the file")
-            arrays[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"]).astype(dtype.newbyteorder("="))
-    except (ValueError, KeyError, TypeError, struct.error) as e:
-        raise CheckpointError(f"{path} is not a valid safetensors file ({e}); it may be truncated or corrupt") from None
+            if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+                raise ValueError(f"tensor {name[:60]} has no known dtype")
+            shape, offsets = info.get("shape"), info.get("data_offsets")
+            if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and 0 <= d < 1 << 40 for d in shape)):
+                raise ValueError(f"tensor {name[:60]} has shape {str(shape)[:60]}")
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+                raise ValueError(f"tensor {name[:60]} has data_offsets {str(offsets)[:60]}")
+            start, end = offsets
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            if not 0 <= start <= end <= data_size:
+                raise ValueError(f"tensor {name[:60]} lies past the end of the file")
+            if end - start != math.prod(shape) * dtype.itemsize:
+                raise ValueError(f"tensor {name[:60]} of shape {shape} has {end - start} bytes")
+            layout[name] = (dtype, shape, start, end)
+    except (ValueError, RecursionError, struct.error) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise CheckpointError(f"{path} is not a valid safetensors file ({why}); it may be truncated or corrupt") from None
+    data = np.asarray(np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n, shape=(data_size,))) if data_size else \
+        np.zeros(0, np.uint8)
+    arrays = {}
+    for name, (dtype, shape, start, end) in layout.items():
+        a = data[start:end].view(dtype.newbyteorder("<")).reshape(shape)
+        arrays[name] = a if dtype.newbyteorder("<") == dtype else a.astype(dtype)  # big-endian machines: swap
     return arrays, metadata
+
+
+def check_finite(arrays: dict[str, np.ndarray], path: str | Path):
+    """Refuse weights that hold inf or nan: saved, they would replace a good checkpoint with a useless one."""
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            kept = f"{path} is left as it was" if Path(path).is_file() else "no checkpoint was written"
+            raise FloatingPointError(f"{name} holds non-finite values (inf or nan), so it was not saved; {kept}. "
+                                     "Lower --learning_rate or --grad_clip")
 
 
 def _gathered(t: Tensor) -> np.ndarray:
@@ -108,6 +140,7 @@ def save_checkpoint(out_dir: str | Path, model, optimizer, info: dict, extra: di
         tensors.update(optimizer_state(model, optimizer))
     arrays = {k: _gathered(v) for k, v in tensors.items()} | (extra or {})
     path = out_dir / CKPT_NAME
+    check_finite(arrays, path)
     write_safetensors(path, arrays, {FORMAT: json.dumps({"format": FORMAT, "version": VERSION, **info})})
     return path
 
@@ -119,13 +152,13 @@ def load_checkpoint(out_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"no checkpoint in {out_dir} ({path} not found); train one first: "
                               f"python train.py config/train_shakespeare_char.py --out_dir={out_dir}")
     arrays, metadata = read_safetensors(path)
-    try:
-        info = json.loads(metadata[FORMAT])
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} has no nanogpt-tg metadata; it was not written by this project") from None
-    if info.get("version") != VERSION:
-        raise CheckpointError(f"{path} has format version {info.get('version')}; this version reads {VERSION}")
-    return arrays, info
+    if FORMAT not in metadata:
+        raise CheckpointError(f"{path} has no nanogpt-tg metadata; it was not written by this project")
+    info = parse_json(metadata[FORMAT], path)
+    if not isinstance(info, dict) or info.get("version") != VERSION:
+        version = info.get("version") if isinstance(info, dict) else None
+        raise CheckpointError(f"{path} has format version {str(version)[:20]}; this version reads {VERSION}")
+    return arrays, check_info(info, path, arrays)
 
 
 def load_weights(model, arrays: dict[str, np.ndarray], path: str | Path = CKPT_NAME):
@@ -138,6 +171,8 @@ def load_weights(model, arrays: dict[str, np.ndarray], path: str | Path = CKPT_N
     for k, p in state.items():
         if tuple(saved[k].shape) != tuple(p.shape):
             raise CheckpointError(f"{path}: {k} has shape {tuple(saved[k].shape)}, the model expects {tuple(p.shape)}")
+        if not np.isfinite(saved[k]).all():
+            raise CheckpointError(f"{path}: {k} holds non-finite values (inf or nan); the checkpoint cannot be used")
         p.replace(_on(saved[k].astype(np.float32), p.device))
     Tensor.realize(*state.values())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanogpt_tg import checkpoint
+from nanogpt_tg import checkpoint, fsio
 from nanogpt_tg.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors, save_checkpoint
 from nanogpt_tg.config import TrainConfig
 from nanogpt_tg.data import prepare_text
@@ -169,9 +169,9 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch, fail
             def __exit__(self, *exc):
                 self.f.close()
 
-        monkeypatch.setattr(checkpoint, "open", lambda *a, **k: HalfFile(real_open(*a, **k)), raising=False)
+        monkeypatch.setattr(fsio, "open", lambda *a, **k: HalfFile(real_open(*a, **k)), raising=False)
     else:
-        monkeypatch.setattr(checkpoint.os, fail_at, disk_full)
+        monkeypatch.setattr(fsio.os, fail_at, disk_full)
     with pytest.raises(OSError, match="could not write checkpoint .*No space left on device.*previous checkpoint is intact"):
         small_checkpoint(tmp_path, 2)
     monkeypatch.undo()
