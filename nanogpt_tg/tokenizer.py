@@ -3,16 +3,17 @@
 Every tokenizer here has encode, decode, vocab_size and meta(); load() and from_meta() pick the class from meta's
 "tokenizer" field ("char", or "bpe" for nanogpt_tg.bpe.BPETokenizer).
 """
-import json
 from pathlib import Path
 from typing import Protocol
 
 from .bpe import BPETokenizer
+from .schema import CheckpointError, check_vocabulary, read_json
 
 
 class CharTokenizer:
     def __init__(self, chars: list[str]):
-        assert len(set(chars)) == len(chars), "vocabulary has repeated characters"
+        if len(set(chars)) != len(chars):
+            raise ValueError("the vocabulary has repeated characters; prepare the dataset again")
         self.itos = list(chars)
         self.stoi = {ch: i for i, ch in enumerate(self.itos)}
 
@@ -43,16 +44,13 @@ class CharTokenizer:
         return {"tokenizer": "char", "vocab_size": self.vocab_size, "itos": self.itos, "stoi": self.stoi}
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "CharTokenizer":
-        itos = meta["itos"]
-        if isinstance(itos, dict):  # nanoGPT's {int: char} form
-            itos = [itos[i] for i in sorted(itos, key=int)]
-        return cls(itos)
+    def from_meta(cls, meta: dict, path: str | Path = "vocabulary") -> "CharTokenizer":
+        return cls(check_vocabulary(meta, path)["itos"])  # nanoGPT's {int: char} itos becomes a list
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
         """Read a meta.json written by prepare."""
-        return cls.from_meta(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_meta(read_json(path), path)
 
 
 class Tokenizer(Protocol):
@@ -67,16 +65,18 @@ class Tokenizer(Protocol):
     def meta(self) -> dict: ...
 
 
-def from_meta(meta: dict) -> Tokenizer:
-    """The tokenizer that meta describes; meta without a "tokenizer" field (nanoGPT's meta.pkl form) is char-level."""
-    kind = meta.get("tokenizer", "char")
-    if kind == "char":
-        return CharTokenizer.from_meta(meta)
-    if kind == "bpe":
+def from_meta(meta: dict, path: str | Path = "vocabulary") -> Tokenizer:
+    """The tokenizer that meta describes; meta without a "tokenizer" field (nanoGPT's meta.pkl form) is char-level.
+    A meta that does not fit the schema (schema.check_vocabulary) is a CheckpointError naming path and the field."""
+    meta = check_vocabulary(meta, path)
+    if meta.get("tokenizer", "char") == "char":
+        return CharTokenizer.from_meta(meta, path)
+    try:
         return BPETokenizer.from_meta(meta)
-    raise ValueError(f"unknown tokenizer {kind!r}; this version reads 'char' and 'bpe': prepare the dataset again")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def load(path: str | Path) -> Tokenizer:
     """Read a meta.json written by prepare, whichever tokenizer it holds."""
-    return from_meta(json.loads(Path(path).read_text(encoding="utf-8")))
+    return from_meta(read_json(path), path)

@@ -3,14 +3,17 @@
 nanoGPT's train.py saves ckpt.pt with torch.save: a zip of data.pkl (a pickle) and raw tensor storages. torch.load,
 pickle.load and tinygrad's nn.state.torch_load call whatever globals the pickle names, so a stranger's file could run
 code. Here the unpickler admits only the globals a real nanoGPT checkpoint holds, and only as stand-ins that build
-numpy arrays: nothing is imported, nothing else is called.
+numpy arrays: nothing is imported, nothing else is called. Sizes are bounded before anything is built: opcodes,
+memo indices, objects and nesting, and every tensor against the real size of its storage in the zip.
 """
-import json
+import io
 import math
 import os
 import pickle
+import pickletools
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import fields
 from pathlib import Path
@@ -18,12 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import CKPT_NAME, CheckpointError, load_checkpoint
+from ..fsio import atomic_write, not_a_file
 from ..model import GPTConfig, decays
+from ..schema import check_info, check_vocabulary, read_json
 
 PT_NAME, META_NAME = "ckpt.pt", "meta.pkl"
 # storage types torch 1.6 to 2.x write for float32, float16 and bfloat16 tensors; bfloat16 is read as raw uint16
 _STORAGES = {"FloatStorage": np.dtype("<f4"), "HalfStorage": np.dtype("<f2"), "BFloat16Storage": np.dtype("<u2")}
 _MODEL_ARGS = [f.name for f in fields(GPTConfig)]
+# bounds on a pickle: a nanoGPT data.pkl of GPT-2 124M with its optimizer is ~100 KB of ~20k opcodes
+MAX_PICKLE_BYTES, MAX_OPCODES, MAX_OBJECTS, MAX_DEPTH = 64 << 20, 1 << 22, 1 << 20, 64
+MAX_INFLATE = 64  # torch.save stores tensors uncompressed; a storage that inflates more than this is a zip bomb
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -59,6 +67,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, path: Path, zf: zipfile.ZipFile | None = None, prefix: str = "", allow_torch: bool = True):
         super().__init__(file)
         self.path, self.zf, self.prefix, self.storages = path, zf, prefix, {}
+        self.zip_size = os.path.getsize(path) if zf is not None else 0
+        self.stored = self.built = 0  # elements read from storages, and in tensors built from them
         self.allowed = {("collections", "OrderedDict"): OrderedDict} if allow_torch else {}
         if allow_torch:
             self.allowed[("torch._utils", "_rebuild_tensor_v2")] = self._rebuild_tensor_v2
@@ -82,11 +92,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if key not in self.storages:
             dtype = _STORAGES[storage_type.name]
             try:
-                raw = self.zf.read(f"{self.prefix}data/{key}")
+                member = self.zf.getinfo(f"{self.prefix}data/{key}")
             except KeyError:
                 raise CheckpointError(f"{self.path}: storage {key} is missing; the file may be truncated") from None
-            if len(raw) < numel * dtype.itemsize:
+            nbytes = numel * dtype.itemsize
+            # sizes the zip claims, checked against the file's real size before a byte is inflated
+            if numel < 0 or member.file_size < nbytes or member.header_offset + member.compress_size > self.zip_size:
+                raise CheckpointError(f"{self.path}: storage {key} holds {member.file_size} bytes, {numel} elements "
+                                      "expected; the file may be truncated or corrupt")
+            if member.compress_type != zipfile.ZIP_STORED and nbytes > MAX_INFLATE * max(member.compress_size, 1):
+                raise CheckpointError(f"{self.path}: storage {key} inflates {member.compress_size} bytes to {nbytes}; "
+                                      "torch.save stores tensors uncompressed, so this is refused as a zip bomb")
+            with self.zf.open(member) as f:
+                raw = f.read(nbytes)  # never more than the record asks for
+            if len(raw) < nbytes:
                 raise CheckpointError(f"{self.path}: storage {key} holds {len(raw)} bytes, {numel} elements expected")
+            self.stored += numel
             data = np.frombuffer(raw, dtype=dtype, count=numel)
             data = _bfloat16_to_float32(data) if storage_type.name == "BFloat16Storage" else data.astype(np.float32)
             self.storages[key] = _Storage(data)
@@ -99,7 +120,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ok = (isinstance(storage, _Storage) and isinstance(data, np.ndarray) and data.dtype == np.float32
               and data.ndim == 1 and data.flags.c_contiguous and type(storage_offset) is int and storage_offset >= 0
               and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
-              and all(type(n) is int and n >= 0 for n in size + stride) and not backward_hooks and not metadata)
+              and len(size) <= 8 and all(type(n) is int and n >= 0 for n in size + stride) and not backward_hooks
+              and not metadata)
         if not ok:
             raise CheckpointError(f"{self.path}: malformed tensor record (offset {storage_offset!r:.40}, "
                                   f"size {size!r:.40}, stride {stride!r:.40})")
@@ -108,6 +130,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= data.size:
             raise CheckpointError(f"{self.path}: tensor of size {size} reads past the end of its storage ({data.size})")
+        # a stride of 0 would make a huge tensor of one stored number: no tensor holds more elements than its
+        # storage, and all of them together at most twice what the storages hold (nanoGPT's tied lm_head is one)
+        numel = math.prod(size)
+        self.built += numel
+        if numel > data.size - storage_offset or self.built > 2 * self.stored:
+            raise CheckpointError(f"{self.path}: tensor of size {size} and stride {stride} has more elements than "
+                                  "its storage holds; not a checkpoint torch.save wrote")
         strides = tuple(s * data.itemsize for s in stride)
         return np.lib.stride_tricks.as_strided(data[storage_offset:], shape=size, strides=strides).copy()
 
@@ -116,6 +145,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(data, np.ndarray) or backward_hooks:
             raise CheckpointError(f"{self.path}: malformed parameter record")
         return data
+
+
+def _scan(raw: bytes, path: Path):
+    """Walk a pickle's opcodes without running any: refuse too many, and memo indices beyond them (a 12-byte
+    pickle that PUTs at index 2**32 makes the unpickler allocate its memo that large)."""
+    for n, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(raw))):  # a ValueError for a cut or garbled one
+        if n > MAX_OPCODES:
+            raise CheckpointError(f"{path}: the pickle has more than {MAX_OPCODES:,} opcodes; refused")
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET") and arg > n:
+            raise CheckpointError(f"{path}: the pickle uses memo index {arg} after {n} opcodes; refused as malformed")
+
+
+def _check_size(obj, path: Path):
+    """Refuse a result too large to walk: more than MAX_OBJECTS objects counted as a reader meets them (a shared
+    tuple counts each time: a "billion laughs" of nested shared tuples is a few opcodes), or nested deeper than
+    MAX_DEPTH."""
+    todo, seen = [(obj, 0)], 0
+    while todo:
+        x, depth = todo.pop()
+        seen += 1
+        if seen > MAX_OBJECTS or depth > MAX_DEPTH:
+            raise CheckpointError(f"{path}: the pickle holds more than {MAX_OBJECTS:,} objects or nests deeper than "
+                                  f"{MAX_DEPTH}; not a nanoGPT file")
+        if isinstance(x, dict):
+            todo.extend((v, depth + 1) for kv in x.items() for v in kv)
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            todo.extend((v, depth + 1) for v in x)
+
+
+def _load_pickle(f, path: Path, zf: zipfile.ZipFile | None = None, prefix: str = "", allow_torch: bool = True):
+    """Unpickle at most MAX_PICKLE_BYTES from f with the restricted unpickler, after _scan, then _check_size."""
+    raw = f.read(MAX_PICKLE_BYTES + 1)
+    if len(raw) > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{path}: the pickle is larger than {MAX_PICKLE_BYTES >> 20} MB; not a nanoGPT file")
+    _scan(raw, path)
+    obj = _RestrictedUnpickler(io.BytesIO(raw), path, zf, prefix, allow_torch).load()
+    _check_size(obj, path)
+    return obj
 
 
 def _plain(x):
@@ -137,7 +204,7 @@ def _unpickle_checkpoint(path: Path) -> dict:
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found") from None
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a PyTorch zip checkpoint ({e}); it may be truncated, or saved by "
                               "torch < 1.6, which this reader does not support") from None
     with zf:
@@ -145,20 +212,26 @@ def _unpickle_checkpoint(path: Path) -> dict:
         if not pkls:
             raise CheckpointError(f"{path} is a zip but not a PyTorch checkpoint (no data.pkl inside)")
         prefix = pkls[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in zf.namelist() and zf.read(f"{prefix}byteorder").strip() != b"little":
+        if f"{prefix}byteorder" in zf.namelist() and zf.open(f"{prefix}byteorder").read(16).strip() != b"little":
             raise CheckpointError(f"{path} was saved on a big-endian machine; this reader supports little-endian only")
         try:
             with zf.open(pkls[0]) as f:
-                obj = _RestrictedUnpickler(f, path, zf, prefix).load()
+                obj = _load_pickle(f, path, zf, prefix)
         except CheckpointError:
             raise
         except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, OverflowError, MemoryError) as e:
+                AttributeError, OverflowError, MemoryError, RecursionError, zlib.error, NotImplementedError) as e:
             raise CheckpointError(f"{path}: data.pkl is not a valid checkpoint pickle ({type(e).__name__}: {e}); "
                                   "the file may be truncated or corrupt") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
         raise CheckpointError(f"{path} holds no 'model' state_dict; it is not a nanoGPT checkpoint saved by train.py")
     return obj
+
+
+def _require(ok: bool, why: str):
+    """A check that holds under python -O too (an assert would vanish)."""
+    if not ok:
+        raise ValueError(why)
 
 
 def _adam_state(optimizer, names: list[str], model: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
@@ -169,23 +242,24 @@ def _adam_state(optimizer, names: list[str], model: dict[str, np.ndarray], path:
         state, param_groups = optimizer["state"], optimizer["param_groups"]
         if not state:
             return {}  # saved before the first step
-        assert len(param_groups) == len(groups), f"{len(param_groups)} parameter groups, nanoGPT has {len(groups)}"
+        _require(len(param_groups) == len(groups), f"{len(param_groups)} parameter groups, nanoGPT has {len(groups)}")
         arrays = {}
         for g, (group, group_names) in enumerate(zip(param_groups, groups)):
-            assert len(group["params"]) == len(group_names), f"group {g} has {len(group['params'])} parameters"
+            _require(len(group["params"]) == len(group_names), f"group {g} has {len(group['params'])} parameters")
             beta1, beta2 = group["betas"]
             steps = {float(_plain(state[i]["step"])) for i in group["params"]}
-            assert len(steps) == 1, f"group {g}'s parameters were stepped {sorted(steps)} times"
+            _require(len(steps) == 1, f"group {g}'s parameters were stepped {sorted(steps)} times")
             step = steps.pop()
             for i, name in zip(group["params"], group_names):
                 for k in ("exp_avg", "exp_avg_sq"):
                     a = state[i][k]
-                    assert a.shape == model[name].shape, f"{k} of {name} has shape {a.shape}, not {model[name].shape}"
+                    _require(isinstance(a, np.ndarray) and a.shape == model[name].shape,
+                             f"{k} of {name} is not a tensor of shape {model[name].shape}")
                     arrays[f"optimizer.{name}.{k}"] = a.astype(np.float32)
             arrays[f"optimizer.group{g}.b1_t"] = np.array([float(beta1) ** step], dtype=np.float32)
             arrays[f"optimizer.group{g}.b2_t"] = np.array([float(beta2) ** step], dtype=np.float32)
         return arrays
-    except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         warnings.warn(f"{path}: the optimizer state does not match nanoGPT's AdamW groups ({e}); "
                       "it is left out, so resuming starts AdamW's moments from zero")
         return {}
@@ -224,24 +298,19 @@ def read_nanogpt_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], di
         raise CheckpointError(f"{path}: model_args lacks {missing}; not a nanoGPT checkpoint saved by train.py")
     info = {
         "model_args": {k: model_args[k] for k in _MODEL_ARGS if k in model_args},
-        "iter_num": int(_plain(obj.get("iter_num", 0))),
-        "best_val_loss": float(_plain(obj.get("best_val_loss", 1e9))),
+        "iter_num": _plain(obj.get("iter_num", 0)),
+        "best_val_loss": _plain(obj.get("best_val_loss", 1e9)),
         "config": _plain(obj.get("config") or {}),
     }
-    return arrays, info
+    return arrays, check_info(info, path, arrays)
 
 
 def _normalize_meta(meta, path: Path) -> dict:
-    """{vocab_size, itos (list), stoi} from nanoGPT's {int: char} itos or this project's list."""
-    try:
-        itos = meta["itos"]
-        if isinstance(itos, dict):
-            itos = [itos[i] for i in range(len(itos))]
-        assert isinstance(itos, list) and all(isinstance(c, str) for c in itos), "itos is not a list of strings"
-        assert len(set(itos)) == len(itos), "itos repeats a character"
-        assert meta.get("vocab_size", len(itos)) == len(itos), f"vocab_size {meta.get('vocab_size')} != {len(itos)}"
-    except (AssertionError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path} is not a character vocabulary like nanoGPT's meta.pkl ({e})") from None
+    """{vocab_size, itos (list), stoi} from nanoGPT's {int: char} itos or this project's list (schema.check_vocabulary)."""
+    if isinstance(meta, dict) and meta.get("tokenizer", "char") != "char":
+        raise CheckpointError(f"{path} is not a character vocabulary like nanoGPT's meta.pkl "
+                              f"(tokenizer {str(meta.get('tokenizer'))[:40]!r})")
+    itos = check_vocabulary(meta, path)["itos"]
     return {"vocab_size": len(itos), "itos": itos, "stoi": {c: i for i, c in enumerate(itos)}}
 
 
@@ -249,13 +318,14 @@ def read_meta_pkl(path: str | Path) -> dict:
     """Read nanoGPT's meta.pkl (a pickle of plain dicts, no globals allowed): {vocab_size, itos (list), stoi}."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise CheckpointError(f"{path} {not_a_file(path)}")
         with open(path, "rb") as f:
-            meta = _RestrictedUnpickler(f, path, allow_torch=False).load()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
+            meta = _load_pickle(f, path, allow_torch=False)
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, MemoryError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a valid meta.pkl ({type(e).__name__}: {e}); it may be truncated"
                               ) from None
     return _normalize_meta(meta, path)
@@ -266,12 +336,7 @@ def read_vocabulary(path: str | Path) -> dict:
     path = Path(path)
     if path.suffix != ".json":
         return read_meta_pkl(path)
-    try:
-        return _normalize_meta(json.loads(path.read_text(encoding="utf-8")), path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    return _normalize_meta(read_json(path), path)
 
 
 def find_vocabulary(out_dir: str | Path, info: dict, meta_path: str | Path | None = None) -> dict:
@@ -303,6 +368,10 @@ def load_any_checkpoint(out_dir: str | Path, meta_path: str | Path | None = None
         arrays, info = load_checkpoint(out_dir)
         if meta_path is not None:
             info["meta"] = read_vocabulary(meta_path)
+            if info["meta"]["vocab_size"] != info["model_args"]["vocab_size"]:
+                raise CheckpointError(f"{meta_path} has {info['meta']['vocab_size']} characters but the model in "
+                                      f"{out_dir} has vocab_size={info['model_args']['vocab_size']}; give the "
+                                      "vocabulary it was trained with (--meta=PATH), or leave --meta out")
         return arrays, info
     if (out_dir / PT_NAME).is_file():
         arrays, info = read_nanogpt_checkpoint(out_dir / PT_NAME)
@@ -364,18 +433,13 @@ def write_nanogpt_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], in
                     "exp_avg_sq": torch.from_numpy(np.array(arrays[f"optimizer.{n}.exp_avg_sq"], dtype=np.float32)),
                 }
         checkpoint["optimizer"] = state_dict
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # a file object: the zip's folder is named "archive", as for any torch.save to one
-            torch.save(checkpoint, f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:  # a file object: the zip's folder is named "archive", as for any torch.save to one
+        torch.save(checkpoint, f)
 
 
 def write_meta_pkl(path: str | Path, meta: dict):
     """Write a vocabulary as nanoGPT's prepare.py does: a pickle of {vocab_size, itos {int: char}, stoi {char: int}}."""
     itos = _normalize_meta(meta, Path(path))["itos"]
     meta = {"vocab_size": len(itos), "itos": dict(enumerate(itos)), "stoi": {c: i for i, c in enumerate(itos)}}
-    with open(path, "wb") as f:
+    with atomic_write(path) as f:
         pickle.dump(meta, f)
