@@ -1,10 +1,12 @@
 """Datasets: text to uint16 token files (nanoGPT's prepare.py), and training windows at random offsets (nanoGPT's get_batch)."""
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from tinygrad import Tensor, dtypes
 
+from .fsio import not_a_file, staged
 from .progress import Progress
 from .tokenizer import CharTokenizer, Tokenizer
 from .compat.torch_rng import TorchGenerator
@@ -26,12 +28,36 @@ def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenize
         raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_ids):,} tokens, "
                          f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
                          f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
+    with dataset_files(out_dir) as files:
+        files["train"].write(train_ids.tobytes())
+        files["val"].write(val_ids.tobytes())
+        files["meta"].write(meta_json(tok))
+    return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
+
+
+@contextmanager
+def dataset_files(out_dir: str | Path):
+    """Yields {"train", "val", "meta"}: binary files for train.bin, val.bin and meta.json in out_dir, written all or
+    none (fsio.staged). The old meta.json goes first and the new one comes last, so a dataset that a crash left half
+    replaced has no meta.json and is refused as not prepared, never trained on with another vocabulary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_ids.tofile(out_dir / "train.bin")
-    val_ids.tofile(out_dir / "val.bin")
-    (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
-    return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
+    names = {"train": "train.bin", "val": "val.bin", "meta": "meta.json"}
+    with staged([out_dir / n for n in names.values()], marker=out_dir / "meta.json") as files:
+        yield {k: files[out_dir / n] for k, n in names.items()}
+
+
+def meta_json(tok: Tokenizer) -> bytes:
+    """A tokenizer's meta.json, as bytes."""
+    return json.dumps(tok.meta(), ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def dataset_dir(name: str) -> Path:
+    """data/NAME for a dataset name: one plain directory name (not empty, no path separators)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"--dataset={name!r} is not a dataset name; give a plain name such as shakespeare_char "
+                         "(its files go to data/NAME/)")
+    return Path("data") / name
 
 
 def encode_array(tok: Tokenizer, text: str, desc: str = "encoding") -> np.ndarray:
@@ -50,15 +76,15 @@ def read_text(path: str | Path) -> str:
     """A UTF-8 text file, every character kept; a clear error for a missing or non-UTF-8 file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"input file {path} not found; pass --input with the path of a UTF-8 text file")
+        raise FileNotFoundError(f"input file {path} {not_a_file(path)}; pass --input with the path of a UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
 
 
-def load_split(data_dir: str | Path, split: str) -> Tensor:
-    """A token file as a 1-D uint16 tensor on the default device."""
+def load_split(data_dir: str | Path, split: str, vocab_size: int | None = None) -> Tensor:
+    """A token file as a 1-D uint16 tensor on the default device; given vocab_size, every id is checked below it."""
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; prepare the dataset first, e.g. "
@@ -66,6 +92,11 @@ def load_split(data_dir: str | Path, split: str) -> Tensor:
                                 f"--dataset {Path(data_dir).name}`")
     if path.stat().st_size < 4 or path.stat().st_size % 2:
         raise ValueError(f"{path} is not a uint16 token file ({path.stat().st_size} bytes); prepare the dataset again")
+    if vocab_size is not None:  # one pass over the file: an id past the vocabulary would index outside the embedding
+        top = int(np.memmap(path, dtype=np.uint16, mode="r").max())
+        if top >= vocab_size:
+            raise ValueError(f"{path} holds token id {top}, but its vocabulary (meta.json) has {vocab_size} tokens; "
+                             "the files do not belong together: prepare the dataset again")
     return Tensor(path, dtype=dtypes.uint16).to(None).realize()
 
 

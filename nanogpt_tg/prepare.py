@@ -8,7 +8,8 @@ import urllib.request
 from pathlib import Path
 
 from .bpe import BPETokenizer
-from .data import prepare_text, read_text
+from .data import dataset_dir, prepare_text, read_text
+from .fsio import write_bytes
 from .progress import Progress
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -28,7 +29,7 @@ def download(url: str, path: str | Path) -> Path:
             bar.close()
     except OSError as e:
         raise OSError(f"could not download {url} ({e}); with no network, give a local copy of the file instead") from None
-    path.write_bytes(b"".join(chunks))
+    write_bytes(path, b"".join(chunks))
     return path
 
 
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--vocab_size", type=int, default=1024, help="bpe only: tokens in all (default 1024)")
     args = parser.parse_args(argv)
     try:
-        prepare_file(args.input, Path("data") / args.dataset, args.block_size, args.tokenizer, args.vocab_size)
-    except (FileNotFoundError, ValueError) as e:
+        prepare_file(args.input, dataset_dir(args.dataset), args.block_size, args.tokenizer, args.vocab_size)
+    except (FileNotFoundError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -7,7 +7,6 @@ appends its tokens to train.bin (the first 90% of the characters) or val.bin (th
 `BPETokenizer.from_gpt2_files("vocab.json", "merges.txt").save("gpt2.json")`.
 """
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import tokenizer as tokenizers
+from .data import dataset_dir, dataset_files, meta_json
+from .fsio import not_a_file
 from .progress import Progress
 from .tokenizer import CharTokenizer
 
@@ -57,7 +58,7 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
     """Stream input_path into out_dir/train.bin, val.bin (uint16) and meta.json; returns the counts."""
     path, out_dir = Path(input_path), Path(out_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"input file {path} not found; pass --input with the path of a UTF-8 text file")
+        raise FileNotFoundError(f"input file {path} {not_a_file(path)}; pass --input with the path of a UTF-8 text file")
     # first pass: the number of characters, and the character vocabulary
     n, chars = 0, set()
     try:
@@ -74,26 +75,23 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
                          "with python -m nanogpt_tg.prepare")
     if tok.vocab_size > 2**16:
         raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
-    # second pass: encode and append, train then val, split where prepare_text splits
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # second pass: encode and append, train then val, split where prepare_text splits; all three files or none
     split, counts = int(n * 0.9), {}
     bar = Progress(n, "encoding", unit="chars")
-    for name, start, stop in (("train", 0, split), ("val", split, n)):
-        tmp = out_dir / f".{name}.bin.tmp"
-        with open(tmp, "wb") as f:
+    with dataset_files(out_dir) as files:
+        for name, start, stop in (("train", 0, split), ("val", split, n)):
             counts[name] = 0
             pieces = read_chunks(path, chunk_size, start, stop)
             for piece in pieces if isinstance(tok, CharTokenizer) else safe_pieces(pieces):
                 ids = np.array(tok.encode(piece), dtype=np.uint16)
-                ids.tofile(f)
+                files[name].write(ids.tobytes())
                 counts[name] += len(ids)
                 bar.update(len(piece))
-        tmp.replace(out_dir / f"{name}.bin")
-    bar.close()
-    if counts["val"] < block_size + 1:
-        raise ValueError(f"text too short: the validation split has {counts['val']:,} tokens, but one block needs "
-                         f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
-    (out_dir / "meta.json").write_text(json.dumps(tok.meta(), ensure_ascii=False, indent=1), encoding="utf-8")
+        bar.close()
+        if counts["val"] < block_size + 1:
+            raise ValueError(f"text too short: the validation split has {counts['val']:,} tokens, but one block needs "
+                             f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+        files["meta"].write(meta_json(tok))
     print(f"vocab size: {tok.vocab_size:,}\ntrain has {counts['train']:,} tokens\nval has {counts['val']:,} tokens")
     print(f"wrote {out_dir}/train.bin, val.bin, meta.json; train with --dataset={out_dir.name}")
     return {"vocab_size": tok.vocab_size, "train_tokens": counts["train"], "val_tokens": counts["val"]}
@@ -111,8 +109,8 @@ def main(argv: list[str] | None = None):
     if args.chunk_size < 1:
         sys.exit(f"error: --chunk_size={args.chunk_size} must be at least 1")
     try:
-        prepare_large(args.input, Path("data") / args.dataset, args.tokenizer, args.chunk_size, args.block_size)
-    except (FileNotFoundError, ValueError) as e:
+        prepare_large(args.input, dataset_dir(args.dataset), args.tokenizer, args.chunk_size, args.block_size)
+    except (FileNotFoundError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
 
