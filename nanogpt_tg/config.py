@@ -5,6 +5,7 @@ a preset is a Python file of `key = literal` lines, read with the ast module.
 """
 import ast
 import difflib
+import math
 import operator
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -101,13 +102,49 @@ TORCH_ONLY_NOTES = {
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+MAX_INT = 2**63  # every config value fits in an int64; past it an expression like 9**9**9 would run for hours
+MAX_STR = 4096
 
 
 def _literal(node: ast.AST) -> Any:
-    """A constant, or arithmetic on constants (nanoGPT presets write `gradient_accumulation_steps = 5 * 8`)."""
+    """A constant, or arithmetic on numbers (nanoGPT presets write `gradient_accumulation_steps = 5 * 8`).
+
+    Nothing unbounded is evaluated: strings and True/False only as literals, ints within +-2**63, floats finite
+    (1e999 is inf), and a power is refused before it is computed if its result would be out of range."""
+    if isinstance(node, ast.Constant) and type(node.value) in (bool, str):
+        if isinstance(node.value, str) and len(node.value) > MAX_STR:
+            raise ValueError(f"a string of {len(node.value):,} characters")
+        return node.value
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return _bounded(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _number(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        return _BINOPS[type(node.op)](_literal(node.left), _literal(node.right))
-    return ast.literal_eval(node)
+        a, b = _number(node.left), _number(node.right)
+        if isinstance(node.op, ast.Pow) and abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64:
+            raise ValueError("a power out of range")
+        try:
+            return _bounded(_BINOPS[type(node.op)](a, b))
+        except OverflowError:
+            raise ValueError("a result out of range") from None
+    raise ValueError("not a literal")
+
+
+def _number(node: ast.AST) -> int | float:
+    value = _literal(node)
+    if type(value) not in (int, float):
+        raise ValueError("arithmetic on something other than numbers")
+    return value
+
+
+def _bounded(value):
+    """value, if it is a finite float or an int within +-MAX_INT (a complex power is refused too)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("not finite")
+    if (isinstance(value, int) and abs(value) > MAX_INT) or type(value) not in (int, float):
+        raise ValueError("out of range")
+    return value
 
 
 def read_preset(path: str | Path) -> dict[str, Any]:
@@ -115,11 +152,19 @@ def read_preset(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; presets live in config/, e.g. config/train_shakespeare_char.py")
-    source = path.read_text(encoding="utf-8")
+    if path.stat().st_size > 1 << 20:
+        raise ConfigError(f"config file {path} is {path.stat().st_size:,} bytes; a preset is a few `key = value` lines")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         tree = ast.parse(source, filename=str(path))
-    except SyntaxError as e:
-        raise ConfigError(f"{path}:{e.lineno}: not a valid preset ({e.msg}); write one `key = value` per line") from None
+    except (SyntaxError, ValueError) as e:  # a ValueError for a NUL byte
+        raise ConfigError(f"{path}:{getattr(e, 'lineno', '?')}: not a valid preset ({getattr(e, 'msg', e)}); "
+                          "write one `key = value` per line") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: not a valid preset (nested too deeply); write one `key = value` per line") from None
     values = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
@@ -127,7 +172,7 @@ def read_preset(path: str | Path) -> dict[str, Any]:
         ok = isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
         try:
             value = _literal(stmt.value) if ok else None
-        except (ValueError, TypeError, SyntaxError, ZeroDivisionError):
+        except (ValueError, TypeError, SyntaxError, ZeroDivisionError, RecursionError, MemoryError):
             ok = False
         if not ok:
             line = ast.get_source_segment(source, stmt) or ""
@@ -153,8 +198,9 @@ def _coerce(key: str, kind: type, value: Any) -> Any:
             return _parse_bool(key, value)
         try:
             value = _literal(ast.parse(value.strip(), mode="eval").body)
-        except (ValueError, TypeError, SyntaxError, ZeroDivisionError):
-            raise ConfigError(f"--{key}={value} is not a valid {kind.__name__}") from None
+        except (ValueError, TypeError, SyntaxError, ZeroDivisionError, RecursionError, MemoryError):
+            raise ConfigError(f"--{key}={value[:80]} is not a valid {kind.__name__} (a number, finite, within "
+                              "+-2**63; arithmetic on numbers only)") from None
     if kind is str:
         if isinstance(value, str):
             return value
@@ -165,7 +211,7 @@ def _coerce(key: str, kind: type, value: Any) -> Any:
         raise ConfigError(f"{key}={value!r} is not a valid bool (use True or False)")
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind is int and isinstance(value, float) and value.is_integer():
+    if kind is int and isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
         return int(value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -220,6 +266,9 @@ def parse_args(cls: type[T], argv: list[str], defaults: dict[str, Any] | None = 
 
 def check_train_config(cfg: TrainConfig):
     """Refuse values that cannot train, before anything compiles; each ConfigError names the key."""
+    for key in ["out_dir", "dataset"]:
+        if not getattr(cfg, key).strip():
+            raise ConfigError(f"--{key}= is empty; give a name, e.g. --{key}={TrainConfig.__dataclass_fields__[key].default}")
     positive = ["eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size",
                 "block_size", "n_layer", "n_head", "n_embd", "learning_rate"]
     for key in positive:
@@ -252,6 +301,8 @@ def check_sample_config(cfg: SampleConfig):
     """Refuse sampling values that cannot work; each ConfigError names the key."""
     if cfg.init_from != "resume":
         raise ConfigError(f"--init_from={cfg.init_from} is not supported; sample from a checkpoint with --out_dir=DIR")
+    if not cfg.out_dir.strip():
+        raise ConfigError("--out_dir= is empty; give the directory of a trained model, e.g. --out_dir=out-shakespeare-char")
     for key in ["max_new_tokens", "num_samples", "top_k"]:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"--{key}={getattr(cfg, key)} must be at least 1" + (" (1 is greedy)" if key == "top_k" else ""))
