@@ -7,6 +7,7 @@ over it, so a crash mid-write leaves the previous checkpoint whole; weights that
 """
 import json
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -27,8 +28,10 @@ MAX_HEADER = 100 << 20  # bytes of JSON before the tensors; ours is a few KB, a 
 
 
 def write_safetensors(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]):
-    """Write a safetensors file atomically (fsio.atomic_write: a unique temporary file beside it, fsync, rename)."""
+    """Write a safetensors file atomically (fsio.atomic_write: a unique temporary file beside it, fsync, rename).
+    Float arrays holding inf or nan are refused (check_finite): no path writes them over a checkpoint."""
     path = Path(path)
+    check_finite(arrays, path)
     header, offset = {"__metadata__": metadata}, 0
     for name, a in arrays.items():
         header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
@@ -56,16 +59,20 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} {not_a_file(path)}")
-    size = path.stat().st_size
+    with open(path, "rb") as f:  # one open file for the header and the tensors: a concurrent replace cannot mix two
+        return _read_safetensors(f, path)
+
+
+def _read_safetensors(f, path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    size = os.fstat(f.fileno()).st_size
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ValueError(f"{size} bytes, too short for a header")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, MAX_HEADER):
-                raise ValueError(f"header of {n} bytes in a file of {size}")
-            header = json.loads(f.read(n))
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a header")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, MAX_HEADER):
+            raise ValueError(f"header of {n} bytes in a file of {size}")
+        header = json.loads(f.read(n))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
@@ -90,8 +97,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     except (ValueError, RecursionError, struct.error) as e:
         why = "nested too deeply" if isinstance(e, RecursionError) else e
         raise CheckpointError(f"{path} is not a valid safetensors file ({why}); it may be truncated or corrupt") from None
-    data = np.asarray(np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n, shape=(data_size,))) if data_size else \
-        np.zeros(0, np.uint8)
+    used = max((end for *_, end in layout.values()), default=0)  # map only what the tensors cover
+    data = np.asarray(np.memmap(f, dtype=np.uint8, mode="r", offset=8 + n, shape=(used,))) if used else np.zeros(0, np.uint8)
     arrays = {}
     for name, (dtype, shape, start, end) in layout.items():
         a = data[start:end].view(dtype.newbyteorder("<")).reshape(shape)
@@ -140,7 +147,6 @@ def save_checkpoint(out_dir: str | Path, model, optimizer, info: dict, extra: di
         tensors.update(optimizer_state(model, optimizer))
     arrays = {k: _gathered(v) for k, v in tensors.items()} | (extra or {})
     path = out_dir / CKPT_NAME
-    check_finite(arrays, path)
     write_safetensors(path, arrays, {FORMAT: json.dumps({"format": FORMAT, "version": VERSION, **info})})
     return path
 

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             path = to_safetensors(args.in_dir, args.out_dir, args.meta)
         else:
             path = to_nanogpt(args.in_dir, args.out_dir, args.meta)
-    except (CheckpointError, ImportError, OSError) as e:
+    except (CheckpointError, ValueError, FloatingPointError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path}" + (f" and {path.with_name(META_NAME)}" if args.to == "nanogpt" else ""))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CKPT_NAME, CheckpointError, load_checkpoint
+from ..checkpoint import CKPT_NAME, CheckpointError, check_finite, load_checkpoint
 from ..fsio import atomic_write, not_a_file
 from ..model import GPTConfig, decays
 from ..schema import check_info, check_vocabulary, read_json
@@ -395,6 +395,7 @@ def write_nanogpt_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], in
     except ImportError:
         raise ImportError("converting to ckpt.pt needs torch: pip install torch==2.13.0") from None
     path = Path(path)
+    check_finite(arrays, path)
     model = OrderedDict((k[len("model."):], torch.from_numpy(np.array(v, dtype=np.float32)))
                         for k, v in arrays.items() if k.startswith("model."))
     if "transformer.wte.weight" not in model:
