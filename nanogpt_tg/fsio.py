@@ -4,6 +4,7 @@ Every file the package writes goes through here. A temporary file is created bes
 name, exclusively and without following symlinks (a link planted at a fixed name cannot redirect the write), fsynced,
 renamed over the target, and the directory fsynced so that the rename survives a power cut.
 """
+import contextlib
 import errno
 import fcntl
 import os
@@ -101,6 +102,17 @@ def write_text(path: str | Path, text: str):
     write_bytes(path, text.encode("utf-8"))
 
 
+def open_nofollow(path: str | Path, flags: int) -> int:
+    """os.open(path, flags) for writing, refusing a symlink at path with an error that says so."""
+    try:
+        return os.open(path, flags | _NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link; nothing is written through one: remove it or "
+                                       "choose another directory") from None
+        raise
+
+
 def check_writable(directory: str | Path):
     """Create directory if needed and prove a file can be created in it (an exclusive temporary file, removed)."""
     directory = Path(directory)
@@ -111,27 +123,48 @@ def check_writable(directory: str | Path):
 
 
 class DirLock:
-    """An exclusive lock on a directory (flock on DIR/.lock, holding the owner's pid), released on close or exit.
+    """An exclusive lock on a directory for one run: flock on DIR/.lock, which holds the owner's pid. The directory is
+    made if missing; on release the lock file goes, and so do the directories made for it if the run left them empty.
 
     The kernel drops a flock when its process dies, so a killed run never leaves a stale lock behind."""
 
     def __init__(self, directory: str | Path):
-        self.path = Path(directory) / LOCK_NAME
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(self.fd)
-            raise LockedError(f"{directory} is in use by another training run (pid {holder}, holding {self.path}); "
-                              "wait for it to finish or choose another --out_dir") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        directory = Path(directory)
+        self.made = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / LOCK_NAME
+        while True:
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise LockedError(f"{directory} is in use by another training run (pid {holder}, holding {self.path}); "
+                                  "wait for it to finish or choose another --out_dir") from None
+            except OSError:  # a file system without locks, for one
+                os.close(fd)
+                raise
+            # a holder removes the file as it lets go: a lock taken on the removed file would guard nothing
+            with contextlib.suppress(FileNotFoundError):
+                st, held = os.stat(self.path, follow_symlinks=False), os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                    break
+            os.close(fd)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def close(self):
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still held, so that no one locks the file being removed
+        fcntl.flock(self.fd, fcntl.LOCK_UN)  # explicitly: a forked child (a compile worker) may share the descriptor
+        os.close(self.fd)
+        self.fd = None
+        for p in self.made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote into it
+                p.rmdir()
 
     def __enter__(self):
         return self

@@ -11,7 +11,7 @@ from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
-from . import cpu
+from . import cpu, fsio
 from .auto_device import kind
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
@@ -179,10 +179,7 @@ def check_writable(out_dir: Path):
     again: the run makes them at its first record, so a run that fails before it leaves none behind."""
     made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fsio.check_writable(out_dir)
     except OSError as e:
         raise ConfigError(f"--out_dir={out_dir} cannot be written ({e.strerror or e}); choose a writable directory") from None
     finally:
@@ -237,13 +234,20 @@ class Run:
                     config=asdict(self.cfg), meta=self.tokenizer.meta(), device=s.device)
         print(f"saving checkpoint to {self.out_dir}")
         extra = rng | (self.scaler.state() if self.scaler is not None else {})
-        save_checkpoint(self.out_dir, self.model, self.optimizer, info, extra)
+        try:
+            save_checkpoint(self.out_dir, self.model, self.optimizer, info, extra)
+        except FloatingPointError:  # non-finite weights are never saved (checkpoint.check_finite), on any path
+            raise self.diverged("a weight", "inf or nan") from None
         s.last_saved = f"{self.out_dir / CKPT_NAME} (iter {s.iter_num})"
 
-    def diverged(self, what: str, value: float) -> FloatingPointError:
-        return FloatingPointError(f"{what} is {value} at iter {self.state.iter_num}; training diverged. The last good "
-                                  f"checkpoint, {self.state.last_saved}, is untouched; lower --learning_rate or "
-                                  f"--grad_clip and resume from it")
+    def diverged(self, what: str, value: float | str) -> FloatingPointError:
+        s = self.state
+        if s.last_saved == RunState.last_saved:  # nothing saved by this run or before it
+            kept = "No checkpoint was saved; lower --learning_rate or --grad_clip and start again"
+        else:
+            kept = (f"The last good checkpoint, {s.last_saved}, is untouched; lower --learning_rate or --grad_clip "
+                    "and resume from it")
+        return FloatingPointError(f"{what} is {value} at iter {s.iter_num}; training diverged. {kept}")
 
 
 def load_dataset(dataset: str) -> tuple[Path, object, dict[str, Tensor]]:
@@ -255,7 +259,7 @@ def load_dataset(dataset: str) -> tuple[Path, object, dict[str, Tensor]]:
                                 f"data/{dataset}/prepare.py (or python -m nanogpt_tg.prepare --input FILE --dataset {dataset})")
     tokenizer = load_tokenizer(meta_path) if meta_path.suffix == ".json" else from_meta(read_vocabulary(meta_path))
     print(f"found vocab_size = {tokenizer.vocab_size} (inside {meta_path})")
-    return meta_path, tokenizer, {split: load_split(data_dir, split) for split in ("train", "val")}
+    return meta_path, tokenizer, {split: load_split(data_dir, split, tokenizer.vocab_size) for split in ("train", "val")}
 
 
 def setup(cfg: TrainConfig) -> Run:
@@ -332,7 +336,14 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
 
     Appends to out_dir/metrics.jsonl as it goes; on_metrics(record), if given, sees each record too (a live plot).
     """
-    run = setup(cfg)
+    check_train_config(cfg)
+    check_writable(Path(cfg.out_dir))
+    with fsio.DirLock(cfg.out_dir):  # one run per out_dir, from the start: a second would replace its checkpoints
+        return loop(setup(cfg), on_metrics)
+
+
+def loop(run: Run, on_metrics=None) -> dict:
+    """nanoGPT's training loop on a set-up run (lr, eval/checkpoint, step, log), until max_iters or a signal."""
     cfg, model, s = run.cfg, run.model, run.state
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     metrics = MetricsLog(run.out_dir, s.iter_num, cfg.init_from, on_record=on_metrics)

@@ -28,7 +28,7 @@ from nanogpt_tg.config import ConfigError, SampleConfig, TrainConfig, parse_args
 from nanogpt_tg.data import load_split, prepare_text
 from nanogpt_tg.metrics import MetricsLog
 from nanogpt_tg.model import GPT, GPTConfig
-from nanogpt_tg.nanogpt_ckpt import load_any_checkpoint, read_meta_pkl, read_nanogpt_checkpoint
+from nanogpt_tg.compat.nanogpt_ckpt import load_any_checkpoint, read_meta_pkl, read_nanogpt_checkpoint
 from nanogpt_tg.prepare_large import prepare_large
 from nanogpt_tg.tokenizer import load as load_tokenizer
 
@@ -41,7 +41,8 @@ INFO = {"model_args": dict(TINY.__dict__), "iter_num": 1, "best_val_loss": 1.0, 
 # run fn(*argv) under cli.run with address space limited to 1 GB above what the imports take
 LIMITED = """
 import resource, sys
-from nanogpt_tg import checkpoint, cli, nanogpt_ckpt, sample, tokenizer
+from nanogpt_tg import checkpoint, cli, sample, tokenizer
+from nanogpt_tg.compat import nanogpt_ckpt
 vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
 module, fn = sys.argv[1].split(".")
@@ -144,6 +145,27 @@ def test_racing_writers_never_leave_a_torn_checkpoint(tmp_path):
     assert not errors, errors[:3]
 
 
+@pytest.fixture(scope="module")
+def rnd(tmp_path_factory):
+    """A working directory with data/rnd/: random text over 12 characters."""
+    d = tmp_path_factory.mktemp("rnd")
+    prepare_text("".join(np.random.default_rng(0).choice(list("abcdefghij \n"), size=3000)), d / "data" / "rnd", 16)
+    return d
+
+
+RND = dict(dataset="rnd", device="cpu", n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
+           gradient_accumulation_steps=1, eval_iters=1, log_interval=1, warmup_iters=0, decay_lr=False)
+
+
+def test_a_second_run_on_one_out_dir_is_refused(rnd):
+    (rnd / "busy").mkdir()
+    with fsio.DirLock(rnd / "busy"):
+        r = subprocess.run([sys.executable, str(ROOT / "train.py"), *(f"--{k}={v}" for k, v in RND.items()),
+                            "--out_dir=busy", "--max_iters=1"], cwd=rnd, capture_output=True, text=True, timeout=300)
+        one_error_line(r, f"busy is in use by another training run (pid {os.getpid()}")
+    assert not (rnd / "busy" / CKPT_NAME).exists()
+
+
 def test_second_lock_names_the_holder(tmp_path):
     with fsio.DirLock(tmp_path):
         code = "import sys; from nanogpt_tg import fsio, cli; cli.run(fsio.DirLock, sys.argv[1])"
@@ -168,6 +190,21 @@ def test_non_finite_weights_never_replace_a_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="no checkpoint was written"):
         save_checkpoint(tmp_path / "first", bad, None, INFO)
     assert not (tmp_path / "first" / CKPT_NAME).exists()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 1e39 into the float32 learning rate
+def test_interrupt_with_non_finite_weights_keeps_the_last_good_checkpoint(rnd, monkeypatch):
+    monkeypatch.chdir(rnd)
+    cfg = dict(RND, out_dir="nan", max_iters=2, eval_interval=2)
+    train_mod.train(TrainConfig(**cfg))
+    # a learning rate of inf (1e39 in float32) makes every weight inf or nan in one step, while that step's loss,
+    # computed before the update, is finite; then Ctrl-C asks for a save
+    monkeypatch.setattr(train_mod.Interrupt, "__init__", lambda self: setattr(self, "requested", "SIGINT"))
+    with pytest.raises(FloatingPointError, match=r"a weight is inf or nan at iter 3; training diverged. The last good "
+                                                 r"checkpoint, nan/ckpt.safetensors \(iter 2\), is untouched"):
+        train_mod.train(TrainConfig(**{**cfg, "init_from": "resume", "max_iters": 10, "learning_rate": 1e39}))
+    arrays, info = load_checkpoint(rnd / "nan")
+    assert info["iter_num"] == 2 and all(np.isfinite(a).all() for a in arrays.values())
 
 
 # --- 3. a prepare writes all three files or none -------------------------------------------------------------------
@@ -216,6 +253,14 @@ def test_token_ids_past_the_vocabulary_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"train.bin holds token id 70, but its vocabulary \(meta.json\) has 8 tokens"):
         load_split(tmp_path, "train", vocab_size=8)
     assert load_split(tmp_path, "val", vocab_size=8).shape[0] == 80
+
+
+def test_training_refuses_token_ids_past_the_vocabulary(rnd, monkeypatch):
+    monkeypatch.chdir(rnd)
+    prepare_text("".join(np.random.default_rng(0).choice(list("abcdefghij"), size=3000)), rnd / "data" / "ids", 16)
+    np.full(3000, 12, dtype=np.uint16).tofile(rnd / "data" / "ids" / "train.bin")  # 12: past the 10 characters
+    with pytest.raises(ValueError, match="ids/train.bin holds token id 12, but its vocabulary"):
+        train_mod.train(TrainConfig(**{**RND, "dataset": "ids", "out_dir": "ids", "max_iters": 1}))
 
 
 def test_sample_meta_of_another_size_is_refused(tmp_path):
@@ -405,7 +450,7 @@ def test_vocabulary_files_are_checked_and_named(tmp_path):
 
 def test_vocabulary_checks_hold_under_python_O(tmp_path):
     (tmp_path / "meta.pkl").write_bytes(pickle.dumps({"itos": list("aab"), "vocab_size": 3}))
-    code = "import sys; from nanogpt_tg import cli, nanogpt_ckpt; cli.run(nanogpt_ckpt.read_meta_pkl, sys.argv[1])"
+    code = "import sys; from nanogpt_tg import cli; from nanogpt_tg.compat import nanogpt_ckpt; cli.run(nanogpt_ckpt.read_meta_pkl, sys.argv[1])"
     r = subprocess.run([sys.executable, "-O", "-c", code, str(tmp_path / "meta.pkl")], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)
     one_error_line(r, "meta.pkl: itos repeats a character")
