@@ -80,7 +80,7 @@ def _read_safetensors(f, path: Path) -> tuple[dict[str, np.ndarray], dict[str, s
             raise ValueError("__metadata__ is not an object of strings")
         data_size, layout = size - 8 - n, {}
         for name, info in header.items():
-            if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+            if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in _DTYPES:
                 raise ValueError(f"tensor {name[:60]} has no known dtype")
             shape, offsets = info.get("shape"), info.get("data_offsets")
             if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and 0 <= d < 1 << 40 for d in shape)):

@@ -212,9 +212,12 @@ def _unpickle_checkpoint(path: Path) -> dict:
         if not pkls:
             raise CheckpointError(f"{path} is a zip but not a PyTorch checkpoint (no data.pkl inside)")
         prefix = pkls[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in zf.namelist() and zf.open(f"{prefix}byteorder").read(16).strip() != b"little":
-            raise CheckpointError(f"{path} was saved on a big-endian machine; this reader supports little-endian only")
         try:
+            if f"{prefix}byteorder" in zf.namelist():
+                with zf.open(f"{prefix}byteorder") as f:
+                    if f.read(16).strip() != b"little":
+                        raise CheckpointError(f"{path} was saved on a big-endian machine; this reader supports "
+                                              "little-endian only")
             with zf.open(pkls[0]) as f:
                 obj = _load_pickle(f, path, zf, prefix)
         except CheckpointError:
