@@ -73,10 +73,11 @@ def check_model_args(model_args: Any, path, arrays: dict | None = None, model: s
             _fail(path, f"model_args.{k}", "is not a model setting this version knows")
         kind, lo, hi = MODEL_ARGS[k]
         model_args[k] = check_value(v, kind, lo, hi, path=path, field=f"model_args.{k}")
-    for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+    # a bigram is a vocab_size x vocab_size table; block_size is its sampler's window
+    for k in ("block_size", "vocab_size") if model == "bigram" else ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
         if k not in model_args:
             _fail(path, f"model_args.{k}", "is missing")
-    if model_args["n_embd"] % model_args["n_head"]:
+    if model != "bigram" and model_args["n_embd"] % model_args["n_head"]:
         _fail(path, "model_args.n_embd", f"{model_args['n_embd']} is not divisible by n_head {model_args['n_head']}")
     if model_args.get("activation", "gelu") not in ACTIVATIONS:
         _fail(path, "model_args.activation", f"is {model_args['activation']!r}, expected one of {ACTIVATIONS}")
@@ -89,7 +90,7 @@ def check_model_args(model_args: Any, path, arrays: dict | None = None, model: s
 
 def _check_shapes(model_args: dict, arrays: dict, path, model: str):
     """The sizes model_args gives against the shapes of the weights in the file."""
-    V, C = model_args["vocab_size"], model_args["n_embd"]
+    V, C = model_args["vocab_size"], model_args.get("n_embd")
     expected = {"model.token_embedding_table.weight": (V, V)} if model == "bigram" else {
         "model.transformer.wte.weight": (V, C), "model.transformer.wpe.weight": (model_args["block_size"], C)}
     for name, shape in expected.items():
