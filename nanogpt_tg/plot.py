@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .cli import run
+from .fsio import write_bytes
 from .metrics import METRICS_NAME, append_record, curves, read_metrics
 
 MISSING = "the loss plot needs matplotlib, an optional extra: pip install 'nanogpt-tg[plot]' (or pip install matplotlib)"
@@ -45,7 +46,9 @@ def plot_metrics(out_dir: str | Path, output: str | Path | None = None) -> Path:
     if not any(r["kind"] in ("iter", "eval") for r in records):
         raise ValueError(f"{Path(out_dir) / METRICS_NAME} has no losses yet; train for at least one iteration")
     output = Path(output) if output is not None else Path(out_dir) / "loss.png"
-    loss_figure(records, title=str(out_dir)).savefig(output)
+    buf = io.BytesIO()
+    loss_figure(records, title=str(out_dir)).savefig(buf, format=output.suffix.lstrip(".") or "png")
+    write_bytes(output, buf.getvalue())  # atomic, and never through a symlink planted at output
     return output
 
 
