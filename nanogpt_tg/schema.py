@@ -5,10 +5,12 @@ not fit the file's real weights ends in a CheckpointError that names the file an
 """
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .fsio import not_a_file
+from .model import GPTConfig
 
 MAX_JSON_BYTES = 256 << 20  # a GPT-2 BPE meta.json is ~2 MB; more is not metadata
 # bounds on model_args: far above any model this package trains, far below what would exhaust memory by itself
@@ -62,9 +64,6 @@ def check_model_args(model_args: Any, path, arrays: dict | None = None, model: s
     """model_args with every field typed and in range, and, given the weights (model.* arrays), matching their shapes.
 
     Checked before the model is built: a block_size or n_layer that the weights do not have would allocate first."""
-    from .model import GPTConfig  # noqa: PLC0415 (model imports tinygrad; metadata checks of JSON need it only here)
-    from dataclasses import fields  # noqa: PLC0415
-
     if not isinstance(model_args, dict):
         _fail(path, "model_args", f"is {type(model_args).__name__}, expected an object")
     known = {f.name for f in fields(GPTConfig)}
@@ -74,7 +73,8 @@ def check_model_args(model_args: Any, path, arrays: dict | None = None, model: s
         kind, lo, hi = MODEL_ARGS[k]
         model_args[k] = check_value(v, kind, lo, hi, path=path, field=f"model_args.{k}")
     # a bigram is a vocab_size x vocab_size table; block_size is its sampler's window
-    for k in ("block_size", "vocab_size") if model == "bigram" else ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+    required = ("block_size", "vocab_size") + (() if model == "bigram" else ("n_layer", "n_head", "n_embd"))
+    for k in required:
         if k not in model_args:
             _fail(path, f"model_args.{k}", "is missing")
     if model != "bigram" and model_args["n_embd"] % model_args["n_head"]:
