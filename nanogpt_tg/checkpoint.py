@@ -188,5 +188,7 @@ def load_optimizer(model, optimizer, arrays: dict[str, np.ndarray], path: str | 
     for k, t in optimizer_state(model, optimizer).items():
         if k not in arrays:
             raise CheckpointError(f"{path}: optimizer state {k} is missing; resume needs a checkpoint saved by train.py")
+        if arrays[k].size != t.numel():
+            raise CheckpointError(f"{path}: optimizer state {k} has shape {arrays[k].shape}, the model expects {t.shape}")
         t.replace(_on(arrays[k].astype(np.float32).reshape(t.shape), t.device))
     Tensor.realize(*optimizer_state(model, optimizer).values())

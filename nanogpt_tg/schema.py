@@ -104,6 +104,23 @@ def _check_shapes(model_args: dict, arrays: dict, path, model: str):
             _fail(path, "model_args.n_layer", f"is {model_args['n_layer']}, but the file holds {len(layers)} layers")
 
 
+# the arrays a checkpoint holds besides weights and moments: (dtype kind, shape or None for any 1-D length)
+EXTRA_ARRAYS = {"rng.batches": ("u", (628,)), "rng.state": ("u", None), "amp.scale": ("f", (1,)),
+                "amp.good_steps": ("i", (1,))}
+
+
+def check_arrays(arrays: dict, path):
+    """Weights and AdamW moments are floats; the random streams' and loss scale's arrays have their saved shapes."""
+    for name, a in arrays.items():
+        if name.startswith(("model.", "optimizer.")) and a.dtype.kind != "f":
+            _fail(path, name, f"has dtype {a.dtype}, expected a float type")
+        if name in EXTRA_ARRAYS:
+            kind, shape = EXTRA_ARRAYS[name]
+            fits = a.shape == shape if shape else (a.ndim == 1 and 2 <= a.size <= 64)
+            if a.dtype.kind != kind or not fits:
+                _fail(path, name, f"has dtype {a.dtype} and shape {a.shape}, not what train.py saves")
+
+
 def check_info(info: Any, path, arrays: dict | None = None) -> dict:
     """A checkpoint's info: model_args (checked against arrays), iter_num, best_val_loss, config, and meta if any."""
     if not isinstance(info, dict):
@@ -121,6 +138,8 @@ def check_info(info: Any, path, arrays: dict | None = None) -> dict:
     if "model_args" not in info:
         _fail(path, "model_args", "is missing")
     check_model_args(info["model_args"], path, arrays, model)
+    if arrays is not None:
+        check_arrays(arrays, path)
     info["iter_num"] = check_value(info.get("iter_num", 0), int, 0, 1 << 62, path=path, field="iter_num")
     info["best_val_loss"] = check_value(info.get("best_val_loss", 1e9), float, path=path, field="best_val_loss")
     if info.get("meta") is not None:

@@ -435,6 +435,17 @@ def test_checkpoint_metadata_is_checked_field_by_field(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_checkpoint_arrays_are_checked(tmp_path):
+    good_checkpoint(tmp_path)
+    arrays, metadata = read_safetensors(tmp_path / CKPT_NAME)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    for extra, message in [({"rng.batches": np.zeros(5, np.uint32)}, "rng.batches has dtype uint32 and shape (5,)"),
+                           ({"model.transformer.ln_f.weight": np.ones(8, np.int32)}, "has dtype int32, expected a float")]:
+        write_safetensors(tmp_path / CKPT_NAME, {**arrays, **extra}, metadata)
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_checkpoint(tmp_path)
+
+
 def test_vocabulary_files_are_checked_and_named(tmp_path):
     meta = tmp_path / "meta.json"
     for text, message in [("{not json", "meta.json is not valid JSON"), ("[" * 10**5, "nested too deeply"),
