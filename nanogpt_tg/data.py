@@ -29,8 +29,8 @@ def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenize
                          f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
                          f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
     with dataset_files(out_dir) as files:
-        files["train"].write(train_ids.tobytes())
-        files["val"].write(val_ids.tobytes())
+        train_ids.tofile(files["train"])
+        val_ids.tofile(files["val"])
         files["meta"].write(meta_json(tok))
     return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
 

@@ -84,7 +84,7 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
             pieces = read_chunks(path, chunk_size, start, stop)
             for piece in pieces if isinstance(tok, CharTokenizer) else safe_pieces(pieces):
                 ids = np.array(tok.encode(piece), dtype=np.uint16)
-                files[name].write(ids.tobytes())
+                ids.tofile(files[name])
                 counts[name] += len(ids)
                 bar.update(len(piece))
         bar.close()

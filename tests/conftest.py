@@ -67,7 +67,8 @@ def shakespeare_path() -> Path | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_half_written_checkpoints(tmp_path_factory):
-    """After all tests: no temporary checkpoint file is left anywhere under the tests' temporary directories."""
+    """After all tests: no temporary file (fsio's .NAME.RANDOM.tmp: checkpoints, datasets, tokenizers) is left
+    anywhere under the tests' temporary directories."""
     yield
     left = sorted(str(p) for p in tmp_path_factory.getbasetemp().rglob(".*.tmp"))
-    assert not left, f"half-written checkpoints left behind: {left}"
+    assert not left, f"half-written files left behind: {left}"
