@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .fsio import not_a_file
+
 T = TypeVar("T")
 
 
@@ -151,7 +153,8 @@ def read_preset(path: str | Path) -> dict[str, Any]:
     """Read a nanoGPT-style preset file (`key = value` lines) without executing it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; presets live in config/, e.g. config/train_shakespeare_char.py")
+        raise ConfigError(f"config file {path} {not_a_file(path)}; presets live in config/, e.g. "
+                          "config/train_shakespeare_char.py")
     if path.stat().st_size > 1 << 20:
         raise ConfigError(f"config file {path} is {path.stat().st_size:,} bytes; a preset is a few `key = value` lines")
     try:

@@ -87,7 +87,7 @@ def load_split(data_dir: str | Path, split: str, vocab_size: int | None = None) 
     """A token file as a 1-D uint16 tensor on the default device; given vocab_size, every id is checked below it."""
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; prepare the dataset first, e.g. "
+        raise FileNotFoundError(f"{path} {not_a_file(path)}; prepare the dataset first, e.g. "
                                 f"`python data/shakespeare_char/prepare.py` or `python -m nanogpt_tg.prepare --input FILE "
                                 f"--dataset {Path(data_dir).name}`")
     if path.stat().st_size < 4 or path.stat().st_size % 2:

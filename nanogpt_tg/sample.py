@@ -8,6 +8,7 @@ from .bigram import Bigram, build_model
 from .checkpoint import load_weights
 from .config import SampleConfig, check_sample_config
 from .device import set_device
+from .fsio import not_a_file
 from .kvcache import KVCache
 from .model import GPT
 from .compat.nanogpt_ckpt import load_any_checkpoint
@@ -100,8 +101,11 @@ def read_start(start: str) -> str:
     if start.startswith("FILE:"):
         path = Path(start[5:])
         if not path.is_file():
-            raise FileNotFoundError(f"--start=FILE:{path}: {path} not found; give an existing UTF-8 text file")
-        return path.read_text(encoding="utf-8")
+            raise FileNotFoundError(f"--start=FILE:{path}: {path} {not_a_file(path)}; give an existing UTF-8 text file")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--start=FILE:{path}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     return start
 
 

@@ -30,6 +30,7 @@ from nanogpt_tg.metrics import MetricsLog
 from nanogpt_tg.model import GPT, GPTConfig
 from nanogpt_tg.compat.nanogpt_ckpt import load_any_checkpoint, read_meta_pkl, read_nanogpt_checkpoint
 from nanogpt_tg.prepare_large import prepare_large
+from nanogpt_tg.sample import read_start
 from nanogpt_tg.tokenizer import load as load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -515,6 +516,20 @@ def test_prepare_messages(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "data/shakespeare_char/prepare.py"), f"--input={tmp_path / 'adir'}"],
                        capture_output=True, text=True, timeout=60)
     one_error_line(r, "adir is a directory")
+
+
+def test_a_directory_or_fifo_is_not_reported_as_missing(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ConfigError, match="config file .* is a directory"):
+        parse_args(TrainConfig, [str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="fifo is not a regular file"):
+        read_start(f"FILE:{tmp_path / 'fifo'}")
+    with pytest.raises(ValueError, match="latin1.txt is not UTF-8 text"):
+        read_start(f"FILE:{tmp_path / 'latin1.txt'}")
+    (tmp_path / "train.bin").mkdir()
+    with pytest.raises(FileNotFoundError, match="train.bin is a directory"):
+        load_split(tmp_path, "train")
 
 
 @pytest.mark.parametrize("script, key", [("train.py", "out_dir"), ("train.py", "dataset"), ("sample.py", "out_dir")])
