@@ -267,8 +267,17 @@ def parse_args(cls: type[T], argv: list[str], defaults: dict[str, Any] | None = 
     return cls(**values), list(dict.fromkeys(notes))
 
 
+def _check_finite(cfg):
+    """Refuse inf and nan in every float key (the parser refuses them; a config built in Python may hold them)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name}={value} must be a finite number")
+
+
 def check_train_config(cfg: TrainConfig):
     """Refuse values that cannot train, before anything compiles; each ConfigError names the key."""
+    _check_finite(cfg)
     for key in ["out_dir", "dataset"]:
         if not getattr(cfg, key).strip():
             raise ConfigError(f"--{key}= is empty; give a name, e.g. --{key}={TrainConfig.__dataclass_fields__[key].default}")
@@ -302,6 +311,7 @@ def check_train_config(cfg: TrainConfig):
 
 def check_sample_config(cfg: SampleConfig):
     """Refuse sampling values that cannot work; each ConfigError names the key."""
+    _check_finite(cfg)
     if cfg.init_from != "resume":
         raise ConfigError(f"--init_from={cfg.init_from} is not supported; sample from a checkpoint with --out_dir=DIR")
     if not cfg.out_dir.strip():

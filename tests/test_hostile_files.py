@@ -24,7 +24,8 @@ from tinygrad import Tensor
 from nanogpt_tg import fsio, train as train_mod
 from nanogpt_tg.checkpoint import (CKPT_NAME, FORMAT, CheckpointError, load_checkpoint, read_safetensors,
                                    save_checkpoint, write_safetensors)
-from nanogpt_tg.config import ConfigError, SampleConfig, TrainConfig, parse_args
+from nanogpt_tg.config import (ConfigError, SampleConfig, TrainConfig, check_sample_config, check_train_config,
+                               parse_args)
 from nanogpt_tg.data import load_split, prepare_text
 from nanogpt_tg.metrics import MetricsLog
 from nanogpt_tg.model import GPT, GPTConfig
@@ -396,6 +397,10 @@ def test_sample_floats_must_be_finite(key):
     for value in ("1e999", "1e999-1e999", "-1e999"):
         with pytest.raises(ConfigError, match=f"--{key}={value} is not a valid float"):
             parse_args(SampleConfig, [f"--{key}={value}"])
+    with pytest.raises(ConfigError, match=f"--{key}=nan must be a finite number"):  # a config built in Python
+        check_sample_config(SampleConfig(**{key: float("nan")}))
+    with pytest.raises(ConfigError, match="--learning_rate=inf must be a finite number"):
+        check_train_config(TrainConfig(learning_rate=float("inf")))
 
 
 # --- 8. every metadata field typed and ranged, naming the file and field -------------------------------------------
