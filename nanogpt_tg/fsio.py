@@ -1,8 +1,7 @@
 """Writing files so that nothing is lost: atomic replaces through unique temporary files, and a lock on a run's out_dir.
 
-Every file the package writes goes through here. A temporary file is created beside its target with a fresh random
-name, exclusively and without following symlinks (a link planted at a fixed name cannot redirect the write), fsynced,
-renamed over the target, and the directory fsynced so that the rename survives a power cut.
+Every file the package writes goes through here: a temporary file with a fresh random name beside its target, created
+exclusively and never through a symlink, fsynced and renamed over the target, then the directory fsynced.
 """
 import contextlib
 import errno
