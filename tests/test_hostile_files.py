@@ -175,6 +175,10 @@ def test_second_lock_names_the_holder(tmp_path):
         one_error_line(r, f"pid {os.getpid()}", "choose another --out_dir")
     with fsio.DirLock(tmp_path):  # released on exit: taken again at once
         pass
+    assert not (tmp_path / ".lock").exists()
+    with fsio.DirLock(tmp_path / "new" / "out"):  # made for the run, and removed again when it wrote nothing
+        assert (tmp_path / "new" / "out" / ".lock").is_file()
+    assert not (tmp_path / "new").exists()
 
 
 # --- 2. non-finite weights are never saved -------------------------------------------------------------------------
