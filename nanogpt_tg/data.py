@@ -19,20 +19,29 @@ def prepare_text(text: str, out_dir: str | Path, block_size: int = 256, tokenize
     block_size + 1 tokens. Returns the counts.
     """
     tok = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
-    if tok.vocab_size > 2**16:
-        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
+    check_fits_uint16(tok)
     n = len(text)
     train_data, val_data = text[: int(n * 0.9)], text[int(n * 0.9) :]
     train_ids, val_ids = encode_array(tok, train_data, "encoding train"), encode_array(tok, val_data, "encoding val")
-    if len(val_ids) < block_size + 1:
-        raise ValueError(f"text too short: {n:,} characters give a validation split of {len(val_ids):,} tokens, "
-                         f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
-                         f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
+    check_fills_a_block(len(val_ids), block_size, n)
     with dataset_files(out_dir) as files:
         train_ids.tofile(files["train"])
         val_ids.tofile(files["val"])
         files["meta"].write(meta_json(tok))
     return {"vocab_size": tok.vocab_size, "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
+
+
+def check_fits_uint16(tok: Tokenizer):
+    if tok.vocab_size > 2**16:
+        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
+
+
+def check_fills_a_block(val_tokens: int, block_size: int, n_chars: int):
+    """Refuse a text whose validation split (val_tokens of n_chars characters) cannot fill one block + 1."""
+    if val_tokens < block_size + 1:
+        raise ValueError(f"text too short: {n_chars:,} characters give a validation split of {val_tokens:,} tokens, "
+                         f"but one block needs block_size + 1 = {block_size + 1}; use a longer text "
+                         f"(at least {10 * (block_size + 1):,} characters) or a smaller --block_size")
 
 
 @contextmanager
@@ -72,15 +81,17 @@ def encode_array(tok: Tokenizer, text: str, desc: str = "encoding") -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file, every character kept; a clear error for a missing or non-UTF-8 file."""
+def read_text(path: str | Path, flag: str = "--input") -> str:
+    """A UTF-8 text file, every character kept; a clear error, naming the flag that gave it, for a missing or
+    non-UTF-8 file."""
     path = Path(path)
+    what = f"input file {path}" if flag == "--input" else f"{flag}{path}: {path}"
     if not path.is_file():
-        raise FileNotFoundError(f"input file {path} {not_a_file(path)}; pass --input with the path of a UTF-8 text file")
+        raise FileNotFoundError(f"{what} {not_a_file(path)}; give {flag} the path of an existing UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
+        raise ValueError(f"{what} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
 
 
 def load_split(data_dir: str | Path, split: str, vocab_size: int | None = None) -> Tensor:

@@ -3,11 +3,11 @@
 With --tokenizer=bpe --vocab_size=N the tokens are byte-level BPE, trained on the text (nanogpt_tg/bpe.py).
 """
 import argparse
-import sys
 import urllib.request
 from pathlib import Path
 
 from .bpe import BPETokenizer
+from .cli import run
 from .data import dataset_dir, prepare_text, read_text
 from .fsio import write_bytes
 from .progress import Progress
@@ -52,18 +52,21 @@ def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 
     return counts
 
 
-def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(prog="python -m nanogpt_tg.prepare", description=__doc__)
-    parser.add_argument("--input", required=True, help="a UTF-8 text file")
+def dataset_parser(prog: str, description: str, input_help: str) -> argparse.ArgumentParser:
+    """The arguments every prepare command takes: --input, --dataset, --block_size."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help=input_help)
     parser.add_argument("--dataset", required=True, help="dataset name: files go to data/NAME/, train with --dataset=NAME")
     parser.add_argument("--block_size", type=int, default=256, help="refuse texts too short for one block (default 256)")
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    parser = dataset_parser("python -m nanogpt_tg.prepare", __doc__, "a UTF-8 text file")
     parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char or byte-level bpe")
     parser.add_argument("--vocab_size", type=int, default=1024, help="bpe only: tokens in all (default 1024)")
     args = parser.parse_args(argv)
-    try:
-        prepare_file(args.input, dataset_dir(args.dataset), args.block_size, args.tokenizer, args.vocab_size)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    run(lambda: prepare_file(args.input, dataset_dir(args.dataset), args.block_size, args.tokenizer, args.vocab_size))
 
 
 if __name__ == "__main__":

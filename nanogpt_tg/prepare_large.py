@@ -6,16 +6,16 @@ appends its tokens to train.bin (the first 90% of the characters) or val.bin (th
 `python -m nanogpt_tg.prepare` would write. --tokenizer=FILE.json uses a saved tokenizer instead, e.g. GPT-2's:
 `BPETokenizer.from_gpt2_files("vocab.json", "merges.txt").save("gpt2.json")`.
 """
-import argparse
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from . import tokenizer as tokenizers
-from .data import dataset_dir, dataset_files, meta_json
+from .cli import run
+from .data import check_fills_a_block, check_fits_uint16, dataset_dir, dataset_files, meta_json
 from .fsio import not_a_file
+from .prepare import dataset_parser
 from .progress import Progress
 from .tokenizer import CharTokenizer
 
@@ -57,6 +57,8 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
                   block_size: int = 256) -> dict:
     """Stream input_path into out_dir/train.bin, val.bin (uint16) and meta.json; returns the counts."""
     path, out_dir = Path(input_path), Path(out_dir)
+    if chunk_size < 1:
+        raise ValueError(f"--chunk_size={chunk_size} must be at least 1")
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} {not_a_file(path)}; pass --input with the path of a UTF-8 text file")
     # first pass: the number of characters, and the character vocabulary
@@ -73,8 +75,7 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
     if getattr(tok, "pattern", "gpt2") != "gpt2":
         raise ValueError(f"{tokenizer} has no GPT-2 pre-split, so its tokens may span any cut; prepare this text whole "
                          "with python -m nanogpt_tg.prepare")
-    if tok.vocab_size > 2**16:
-        raise ValueError(f"the vocabulary has {tok.vocab_size} tokens; token files hold uint16, at most 65536")
+    check_fits_uint16(tok)
     # second pass: encode and append, train then val, split where prepare_text splits; all three files or none
     split, counts = int(n * 0.9), {}
     bar = Progress(n, "encoding", unit="chars")
@@ -88,9 +89,7 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
                 counts[name] += len(ids)
                 bar.update(len(piece))
         bar.close()
-        if counts["val"] < block_size + 1:
-            raise ValueError(f"text too short: the validation split has {counts['val']:,} tokens, but one block needs "
-                             f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+        check_fills_a_block(counts["val"], block_size, n)
         files["meta"].write(meta_json(tok))
     print(f"vocab size: {tok.vocab_size:,}\ntrain has {counts['train']:,} tokens\nval has {counts['val']:,} tokens")
     print(f"wrote {out_dir}/train.bin, val.bin, meta.json; train with --dataset={out_dir.name}")
@@ -98,20 +97,11 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(prog="python -m nanogpt_tg.prepare_large", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="a UTF-8 text file, of any size")
-    parser.add_argument("--dataset", required=True, help="dataset name: files go to data/NAME/, train with --dataset=NAME")
+    parser = dataset_parser("python -m nanogpt_tg.prepare_large", __doc__, "a UTF-8 text file, of any size")
     parser.add_argument("--tokenizer", default="char", help="char (default), or a tokenizer JSON file (tokenizer.save)")
     parser.add_argument("--chunk_size", type=int, default=1 << 22, help="characters read at a time (default 4M)")
-    parser.add_argument("--block_size", type=int, default=256, help="refuse texts too short for one block (default 256)")
     args = parser.parse_args(argv)
-    if args.chunk_size < 1:
-        sys.exit(f"error: --chunk_size={args.chunk_size} must be at least 1")
-    try:
-        prepare_large(args.input, dataset_dir(args.dataset), args.tokenizer, args.chunk_size, args.block_size)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    run(lambda: prepare_large(args.input, dataset_dir(args.dataset), args.tokenizer, args.chunk_size, args.block_size))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from .bigram import Bigram, build_model
 from .checkpoint import load_weights
 from .config import SampleConfig, check_sample_config
 from .device import set_device
-from .fsio import not_a_file
+from .data import read_text
 from .kvcache import KVCache
 from .model import GPT
 from .compat.nanogpt_ckpt import load_any_checkpoint
@@ -98,15 +98,7 @@ class Generator:
 
 def read_start(start: str) -> str:
     """The prompt: the text itself, or the contents of the file after 'FILE:'."""
-    if start.startswith("FILE:"):
-        path = Path(start[5:])
-        if not path.is_file():
-            raise FileNotFoundError(f"--start=FILE:{path}: {path} {not_a_file(path)}; give an existing UTF-8 text file")
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"--start=FILE:{path}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return start
+    return read_text(start[5:], "--start=FILE:") if start.startswith("FILE:") else start
 
 
 def sample(cfg: SampleConfig) -> list[str]:

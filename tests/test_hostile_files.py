@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import re
-import signal
 import struct
 import subprocess
 import sys
