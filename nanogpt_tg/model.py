@@ -99,9 +99,10 @@ class Block:
         self.mlp = MLP(config)
 
     def __call__(self, x: Tensor, cache=None, last_only: bool = False) -> Tensor:
+        # the residual stream stored: otherwise every later kernel reading x recomputes the sums that make it
         y = self.attn(self.ln_1(x), cache, last_only)
-        x = (x[:, -1:] if last_only else x) + y
-        return x + self.mlp(self.ln_2(x))
+        x = stored((x[:, -1:] if last_only else x) + y)
+        return stored(x + self.mlp(self.ln_2(x)))
 
 
 class GPT:
