@@ -57,7 +57,7 @@ class Linear(nn.Linear):
     def __call__(self, x: Tensor) -> Tensor:
         if self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY:
             return x.linear(self.weight.T if self.weight_t is None else self.weight_t, self.bias)
-        args = [x, self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
+        args = [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
         return tg.call(lambda x, w, w_t, *b: x.linear(w_t, b[0] if b else None), _linear_grad, *args)
 
 

@@ -74,7 +74,7 @@ class CausalSelfAttention:
         att = softmax(mask.where(att, float("-inf")).float()).cast(q.dtype)  # the softmax in float32
         att = att.dropout(self.dropout)
         y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
-        y = stored(y.transpose(1, 2).reshape(B, T, C))  # re-assemble all head outputs side by side
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
         # output projection
         return stored_grad(self.c_proj(y).dropout(self.dropout))  # a residual branch: its gradient summed once
 
