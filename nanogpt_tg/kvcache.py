@@ -88,6 +88,11 @@ class KVCache:
             # one new token at position n, the rest from the cache
             write(self.step_idx, tokens[:, n:])
             logits = read(self.step_jit(self.position.bind(n)))[:, 0, :]
+        elif t <= self.block_size // 16:
+            # a short prompt: one step per token costs less than the whole window (GPT-2's is 1024 positions)
+            for pos in range(t):
+                write(self.step_idx, tokens[:, pos : pos + 1])
+                logits = read(self.step_jit(self.position.bind(pos)))[:, 0, :]
         else:
             # the prompt, or past block_size the cropped window (nanoGPT's crop): the whole window, fixed shape
             window = tokens[:, -self.block_size :]

@@ -46,3 +46,14 @@ def test_a_generator_reads_the_weights_as_they_are_when_it_starts():
     assert not np.array_equal(after, before), "the change did not alter the text: the test shows nothing"
     np.testing.assert_array_equal(after, crop_and_recompute(weights, prompt, 80))
     np.testing.assert_array_equal(after, Generator(model, rows=2).generate(prompt, max_new_tokens=80, temperature=0.0))
+
+
+def test_a_short_prompt_is_prefilled_one_step_per_token():
+    """A prompt of at most block_size // 16 tokens goes through the one-token step, a token at a time, not the
+    whole window's prefill: the same greedy text, past block_size."""
+    model, weights = with_big_weights(CONFIG, seed=3)
+    prompt = np.array([[1, 2, 3], [7, 7, 0]])
+    gen = Generator(model, rows=2)
+    out = gen.generate(prompt, max_new_tokens=100, temperature=0.0)
+    assert gen.cache.prefill_jit.cnt == 0  # never called
+    np.testing.assert_array_equal(out, crop_and_recompute(weights, prompt, 100))
