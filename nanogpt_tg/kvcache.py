@@ -59,6 +59,7 @@ class KVCache:
         self.step_jit = TinyJit(self._step)
         # each Linear's weight transposed once (refresh), not in every forward: a full window's forward made 17 copies
         self.weights_t = TransposedCopies(list(get_state_dict(model, tensor_type=Linear).values()))
+        self.vocab_size = cfg.vocab_size
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
 
     def _step(self, start_pos: Variable) -> Tensor:
@@ -105,4 +106,4 @@ class KVCache:
             else:
                 logits = read(self.prefill_jit())[:, t - 1, :]
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
-        return logits
+        return logits[:, : self.vocab_size]  # without the columns TransposedCopies pads a large lm_head with
