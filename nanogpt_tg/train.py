@@ -365,7 +365,7 @@ def loop(run: Run, on_metrics=None) -> dict:
     local_iter_num = 0  # number of iterations in the lifetime of this process
     running_mfu = -1.0
     # until the first step is done a signal stops at once (nothing new to save); after, at the next step or eval batch
-    with Interrupt("nothing to save yet" if cfg.init_from == "scratch" else
+    with Interrupt("nothing to save yet" if cfg.init_from != "resume" else
                    f"nothing new to save; {s.last_saved} is as it was") as interrupt:
 
         def before_batch(i: int) -> bool:
