@@ -6,7 +6,7 @@ times generating --tokens new tokens after "\\n" (GPT-2 id 198) for 1 and --samp
 200, as sample.py's defaults: ours all samples at once with the KV cache, torch's one after another, as nanoGPT's
 sample.py does. The two sides alternate, --rounds times, so that both see the same machine load. Needs torch.
 
-    python tools/bench_gpt2_sample.py [--tokens=200] [--samples=10] [--rounds=2]
+    python tools/bench_gpt2_sample.py [--tokens=200] [--samples=10] [--rounds=2] [--torch_samples=2] [--only=torch]
 """
 import argparse
 import json
@@ -69,6 +69,8 @@ def main():
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", choices=["tinygrad", "torch"], help="time one side only (run the two in turn, each "
+                        "in its own process, so that neither's threads wait beside the other's)")
     parser.add_argument("--torch_samples", type=int, default=0,
                         help="torch samples timed per round for the many-sample figure (default --samples; torch "
                              "generates them one after another, so fewer give the same tokens/s sooner)")
@@ -78,32 +80,38 @@ def main():
     set_device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         arrays = write_random_gpt2(Path(tmp))
-        t0 = time.perf_counter()
-        model = from_pretrained(tmp)[0]
-        print(f"loaded with --init_from=DIR's code in {time.perf_counter() - t0:.1f}s")
-    ref = torch_model(arrays)
+        if args.only != "torch":
+            t0 = time.perf_counter()
+            model = from_pretrained(tmp)[0]
+            print(f"loaded with --init_from=DIR's code in {time.perf_counter() - t0:.1f}s")
+    ref = torch_model(arrays) if args.only != "tinygrad" else None
     del arrays
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}")
-    gens = {rows: Generator(model, rows) for rows in sorted({1, args.samples})}
+    gens = {rows: Generator(model, rows) for rows in sorted({1, args.samples})} if args.only != "torch" else {}
     for rows, gen in gens.items():  # compile: the prefill, then the one-token step (eager, capture, replay)
         t0 = time.perf_counter()
         gen.generate(np.full((rows, 1), 198, dtype=np.int32), 4, temperature=0.8, top_k=200,
                      rng=np.random.default_rng(0))
         print(f"tinygrad {rows} sample(s): compiled in {time.perf_counter() - t0:.1f}s")
     x = torch.full((1, 1), 198, dtype=torch.long)
-    ref.generate(x, 3, temperature=0.8, top_k=200)
+    if ref is not None:
+        ref.generate(x, 3, temperature=0.8, top_k=200)
     results = {}
     for r in range(args.rounds):
-        for rows, gen in gens.items():
-            t0 = time.perf_counter()
-            gen.generate(np.full((rows, 1), 198, dtype=np.int32), args.tokens, temperature=0.8, top_k=200,
-                         rng=np.random.default_rng(r))
-            ours = rows * args.tokens / (time.perf_counter() - t0)
+        for rows in sorted({1, args.samples}):
+            gen = gens.get(rows)
+            ours = theirs = float("nan")
+            if args.only != "torch":
+                t0 = time.perf_counter()
+                gen.generate(np.full((rows, 1), 198, dtype=np.int32), args.tokens, temperature=0.8, top_k=200,
+                             rng=np.random.default_rng(r))
+                ours = rows * args.tokens / (time.perf_counter() - t0)
             n = rows if rows == 1 else (args.torch_samples or rows)
-            t0 = time.perf_counter()
-            for _ in range(n):  # nanoGPT's sample.py: one sample after another
-                ref.generate(x, args.tokens, temperature=0.8, top_k=200)
-            theirs = n * args.tokens / (time.perf_counter() - t0)
+            if args.only != "tinygrad":
+                t0 = time.perf_counter()
+                for _ in range(n):  # nanoGPT's sample.py: one sample after another
+                    ref.generate(x, args.tokens, temperature=0.8, top_k=200)
+                theirs = n * args.tokens / (time.perf_counter() - t0)
             results.setdefault(rows, []).append((ours, theirs))
             print(f"round {r}, {rows} sample(s) x {args.tokens} tokens: tinygrad {ours:.1f} tokens/s, torch "
                   f"{theirs:.1f} tokens/s ({n} timed), ratio {ours / theirs:.2f}; load {os.getloadavg()[0]:.2f}",
