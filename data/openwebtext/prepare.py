@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in a checkout
+from nanogpt_tg.cli import run  # noqa: E402
 from nanogpt_tg.data import read_text  # noqa: E402
 from nanogpt_tg.gpt2 import gpt2_tokenizer  # noqa: E402
 from nanogpt_tg.prepare_large import prepare_documents  # noqa: E402
@@ -62,27 +63,23 @@ def hub_documents():
     return texts()
 
 
-def main():
+def prepare(args: argparse.Namespace):
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError(f"--val_fraction={args.val_fraction} must be between 0 and 1")
+    tok = gpt2_tokenizer(args.vocab_dir)
+    if args.input:
+        files = local_files(args.input)
+        docs, total = (read_text(f) for f in files), len(files)
+    else:
+        docs, total = hub_documents(), OPENWEBTEXT_DOCS
+    prepare_documents(docs, args.out_dir, tok, args.val_fraction, total)
+    print(f"wrote {args.out_dir}/train.bin, val.bin, meta.json; train with --dataset=openwebtext")
+
+
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", help="local text files or directories (one document per file)")
     parser.add_argument("--vocab_dir", help="a directory holding GPT-2's vocab.json and merges.txt")
     parser.add_argument("--out_dir", default=str(HERE), help="where the files go (default: beside this script)")
     parser.add_argument("--val_fraction", type=float, default=0.0005, help="documents for val (nanoGPT's test_size)")
-    args = parser.parse_args()
-    if not 0.0 < args.val_fraction < 1.0:
-        sys.exit(f"error: --val_fraction={args.val_fraction} must be between 0 and 1")
-    try:
-        tok = gpt2_tokenizer(args.vocab_dir)
-        if args.input:
-            files = local_files(args.input)
-            docs, total = (read_text(f) for f in files), len(files)
-        else:
-            docs, total = hub_documents(), OPENWEBTEXT_DOCS
-        prepare_documents(docs, args.out_dir, tok, args.val_fraction, total)
-    except (OSError, ValueError, ImportError) as e:
-        sys.exit(f"error: {e}")
-    print(f"wrote {args.out_dir}/train.bin, val.bin, meta.json; train with --dataset=openwebtext")
-
-
-if __name__ == "__main__":
-    main()
+    run(prepare, parser.parse_args())
