@@ -17,7 +17,7 @@ from tinygrad import Tensor
 from nanogpt_tg.checkpoint import load_checkpoint
 from nanogpt_tg.config import SampleConfig, TrainConfig
 from nanogpt_tg.data import prepare_text
-from nanogpt_tg.gpt2 import crop_block_size, from_pretrained, load_tokenizer
+from nanogpt_tg.gpt2 import crop_block_size, find_model, from_pretrained, load_tokenizer
 from nanogpt_tg.sample import Generator, sample
 from nanogpt_tg.train import train
 
@@ -117,6 +117,19 @@ def test_bad_directories_give_clear_errors(tmp_path):
     (pickled / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(FileNotFoundError, match=r"has no model.safetensors \(pytorch_model.bin is a pickle"):
         from_pretrained(str(pickled))
+
+
+def test_a_size_name_is_found_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    """--init_from=gpt2 reads the snapshot that refs/main names in the cache; one that is not GPT-2 124M is refused."""
+    monkeypatch.chdir(tmp_path)
+    repo = tmp_path / "hub" / "models--openai-community--gpt2"
+    snap = shutil.copytree(TINY, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert find_model("gpt2") == snap
+    with pytest.raises(ValueError, match=r"is not OpenAI's gpt2 \({'n_layer': 12"):
+        from_pretrained("gpt2")
 
 
 @pytest.mark.parametrize("args", [["sample.py", "--init_from=gpt2"], ["train.py", "--init_from=gpt2-xl"]])
