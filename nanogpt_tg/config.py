@@ -21,6 +21,9 @@ class ConfigError(ValueError):
     """A user mistake in a preset or on the command line; the message says what to change."""
 
 
+GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's GPT-2 sizes, for --init_from (gpt2.py)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # I/O
@@ -30,7 +33,7 @@ class TrainConfig:
     eval_iters: int = 200
     eval_only: bool = False  # if True, script exits right after the first eval
     always_save_checkpoint: bool = True  # if True, always save a checkpoint after each eval
-    init_from: str = "scratch"  # 'scratch' or 'resume'
+    init_from: str = "scratch"  # 'scratch', 'resume', or OpenAI's 'gpt2*' (or a Hugging Face GPT-2 directory)
     # wandb logging (accepted for nanoGPT compatibility; not used)
     wandb_log: bool = False
     wandb_project: str = "owt"
@@ -72,7 +75,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    init_from: str = "resume"  # only 'resume' (from an out_dir) is supported
+    init_from: str = "resume"  # either 'resume' (from an out_dir) or a gpt2 variant (e.g. 'gpt2-xl'), or a directory
     out_dir: str = "out"  # ignored if init_from is not 'resume'
     start: str = "\n"  # or "<|endoftext|>" etc. Can also specify a file, use as: "FILE:prompt.txt"
     num_samples: int = 10  # number of samples to draw
@@ -304,17 +307,23 @@ def check_train_config(cfg: TrainConfig):
         raise ConfigError(f"--model={cfg.model} is not a model here; use gpt or bigram")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"--dtype={cfg.dtype} is not known; use float32, bfloat16, float16 or auto")
-    if cfg.init_from not in ("scratch", "resume"):
-        hint = " (loading OpenAI's GPT-2 weights is not supported yet)" if cfg.init_from.startswith("gpt2") else ""
-        raise ConfigError(f"--init_from={cfg.init_from} is not supported{hint}; use scratch or resume")
+    check_init_from(cfg.init_from, ("scratch", "resume"))
+    if cfg.init_from not in ("scratch", "resume") and cfg.model != "gpt":
+        raise ConfigError(f"--init_from={cfg.init_from} loads a GPT-2; it cannot be a --model={cfg.model}")
+
+
+def check_init_from(init_from: str, own: tuple[str, ...]):
+    """init_from is one of own, one of OpenAI's GPT-2 sizes, or an existing directory (a Hugging Face GPT-2)."""
+    if init_from not in own + GPT2_MODELS and not Path(init_from).is_dir():
+        raise ConfigError(f"--init_from={init_from} is not supported; use {', '.join(own + GPT2_MODELS)} or a directory "
+                          "holding a Hugging Face GPT-2 (config.json, model.safetensors)")
 
 
 def check_sample_config(cfg: SampleConfig):
     """Refuse sampling values that cannot work; each ConfigError names the key."""
     _check_finite(cfg)
-    if cfg.init_from != "resume":
-        raise ConfigError(f"--init_from={cfg.init_from} is not supported; sample from a checkpoint with --out_dir=DIR")
-    if not cfg.out_dir.strip():
+    check_init_from(cfg.init_from, ("resume",))
+    if cfg.init_from == "resume" and not cfg.out_dir.strip():
         raise ConfigError("--out_dir= is empty; give the directory of a trained model, e.g. --out_dir=out-shakespeare-char")
     for key in ["max_new_tokens", "num_samples", "top_k"]:
         if getattr(cfg, key) < 1:

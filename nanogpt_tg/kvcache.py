@@ -59,6 +59,7 @@ class KVCache:
         self.step_jit = TinyJit(self._step)
         # each Linear's weight transposed once (refresh), not in every forward: a full window's forward made 17 copies
         self.weights_t = TransposedCopies(list(get_state_dict(model, tensor_type=Linear).values()))
+        self.vocab_size = cfg.vocab_size
         self.cached = None  # the tokens (rows, n) whose keys and values the cache holds at positions 0..n-1
 
     def _step(self, start_pos: Variable) -> Tensor:
@@ -88,6 +89,11 @@ class KVCache:
             # one new token at position n, the rest from the cache
             write(self.step_idx, tokens[:, n:])
             logits = read(self.step_jit(self.position.bind(n)))[:, 0, :]
+        elif t <= self.block_size // 16:
+            # a short prompt: one step per token costs less than the whole window (GPT-2's is 1024 positions)
+            for pos in range(t):
+                write(self.step_idx, tokens[:, pos : pos + 1])
+                logits = read(self.step_jit(self.position.bind(pos)))[:, 0, :]
         else:
             # the prompt, or past block_size the cropped window (nanoGPT's crop): the whole window, fixed shape
             window = tokens[:, -self.block_size :]
@@ -100,4 +106,4 @@ class KVCache:
             else:
                 logits = read(self.prefill_jit())[:, t - 1, :]
         self.cached = tokens.copy() if t < self.block_size else None  # a full window: the next token slides it
-        return logits
+        return logits[:, : self.vocab_size]  # without the columns TransposedCopies pads a large lm_head with

@@ -63,15 +63,24 @@ class Linear(nn.Linear):
 
 class TransposedCopies:
     """Kept transposed copies of some Linears' weights, which those Linears use inside `with` (the sampler's: a full
-    window's forward otherwise made a copy of every weight for every token). refresh() after the weights change."""
+    window's forward otherwise made a copy of every weight for every token). refresh() after the weights change.
+
+    A large bias-free Linear (GPT-2's lm_head: 50257 outputs, which no vector tile divides) gets zero columns up to a
+    multiple of 64, or its one-row product reads the copy across its rows, ~5x slower; the caller drops those outputs."""
 
     def __init__(self, linears: list[Linear]):
         self.linears = linears
-        self.copies = [lin.weight.T.contiguous().realize() for lin in linears]
+        self.copies = [self.transposed(lin).contiguous().realize() for lin in linears]
+
+    @staticmethod
+    def transposed(lin: Linear) -> Tensor:
+        w = lin.weight.T  # (in, out)
+        pad = -w.shape[1] % 64 if w.shape[1] > 4096 and lin.bias is None else 0
+        return w.pad(((0, 0), (0, pad))) if pad else w
 
     def refresh(self):
         for lin, w_t in zip(self.linears, self.copies):
-            w_t.assign(lin.weight.T.contiguous()).realize()
+            w_t.assign(self.transposed(lin).contiguous()).realize()
 
     def __enter__(self):
         for lin, w_t in zip(self.linears, self.copies):

@@ -4,9 +4,11 @@ nanoGPT's data/openwebtext/prepare.py, for one big UTF-8 file: the text is read 
 whole. A first pass counts the characters (and collects the character vocabulary); the second encodes each chunk and
 appends its tokens to train.bin (the first 90% of the characters) or val.bin (the rest). The files are the same as
 `python -m nanogpt_tg.prepare` would write. --tokenizer=FILE.json uses a saved tokenizer instead, e.g. GPT-2's:
-`BPETokenizer.from_gpt2_files("vocab.json", "merges.txt").save("gpt2.json")`.
+`BPETokenizer.from_gpt2_files("vocab.json", "merges.txt").save("gpt2.json")`. prepare_documents streams documents
+instead (data/openwebtext/prepare.py).
 """
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,42 @@ def prepare_large(input_path: str | Path, out_dir: str | Path, tokenizer: str = 
         files["meta"].write(meta_json(tok))
     print(f"vocab size: {tok.vocab_size:,}\ntrain has {counts['train']:,} tokens\nval has {counts['val']:,} tokens")
     print(f"wrote {out_dir}/train.bin, val.bin, meta.json; train with --dataset={out_dir.name}")
+    return {"vocab_size": tok.vocab_size, "train_tokens": counts["train"], "val_tokens": counts["val"]}
+
+
+def prepare_documents(docs: Iterable[str], out_dir: str | Path, tok, val_fraction: float = 0.0005, total: int = 0,
+                      flush_tokens: int = 1 << 20) -> dict:
+    """Documents into out_dir/train.bin and val.bin (uint16) and meta.json, streaming, as nanoGPT's
+    data/openwebtext/prepare.py: each document's tokens (special tokens in it read as text) end with <|endoftext|>,
+    and val_fraction of the documents, spread evenly, go to val. All three files or none (dataset_files), so an
+    interrupted run leaves no half file. total: the number of documents, for the progress counter."""
+    eot = tok.special_tokens.get("<|endoftext|>")
+    if eot is None:
+        raise ValueError("the tokenizer has no <|endoftext|> token to end documents with; use GPT-2's")
+    check_fits_uint16(tok)
+    counts, docs_in, buffers = {"train": 0, "val": 0}, {"train": 0, "val": 0}, {"train": [], "val": []}
+    with dataset_files(out_dir) as files:
+        bar = Progress(total, "tokenizing", unit="documents")
+        for i, text in enumerate(docs):
+            split = "val" if math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction) else "train"
+            ids = tok.encode(text, allowed_special=False) + [eot]
+            buffers[split] += ids
+            counts[split] += len(ids)
+            docs_in[split] += 1
+            if len(buffers[split]) >= flush_tokens:
+                np.array(buffers[split], dtype=np.uint16).tofile(files[split])
+                buffers[split] = []
+            bar.update()
+        bar.close()
+        if docs_in["val"] == 0 or docs_in["train"] == 0:
+            raise ValueError(f"{sum(docs_in.values())} documents with --val_fraction={val_fraction} leave "
+                             f"{'val' if docs_in['val'] == 0 else 'train'} empty; give more documents or another "
+                             "--val_fraction")
+        for split in ("train", "val"):
+            np.array(buffers[split], dtype=np.uint16).tofile(files[split])
+        files["meta"].write(meta_json(tok))
+    print(f"train has {counts['train']:,} tokens ({docs_in['train']:,} documents)")
+    print(f"val has {counts['val']:,} tokens ({docs_in['val']:,} documents)")
     return {"vocab_size": tok.vocab_size, "train_tokens": counts["train"], "val_tokens": counts["val"]}
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
+from . import gpt2
 from .bigram import Bigram, build_model
 from .checkpoint import load_weights
 from .config import SampleConfig, check_sample_config
@@ -105,7 +106,11 @@ def sample(cfg: SampleConfig) -> list[str]:
     """nanoGPT's sample.py: print num_samples completions of the start text; returns them."""
     check_sample_config(cfg)
     set_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.meta or None)
+    if cfg.init_from == "resume":
+        model, tokenizer, _ = load_model(cfg.out_dir, cfg.meta or None)
+    else:  # OpenAI's GPT-2, by size (gpt2, ..., gpt2-xl) or a Hugging Face directory, with its own tokenizer
+        model, model_dir = gpt2.from_pretrained(cfg.init_from, dict(dropout=0.0))
+        tokenizer = gpt2.load_tokenizer(model_dir)
     start = read_start(cfg.start)
     start_ids = tokenizer.encode(start)
     if not start_ids:

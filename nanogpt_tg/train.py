@@ -11,7 +11,7 @@ from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
-from . import cpu, fsio
+from . import cpu, fsio, gpt2
 from .auto_device import kind
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
@@ -287,7 +287,7 @@ def setup(cfg: TrainConfig) -> Run:
     state = RunState(iter_num=0, best_val_loss=1e9, batches=gen, device=device)
     model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
                       bias=cfg.bias, vocab_size=tokenizer.vocab_size, dropout=cfg.dropout)
-    arrays = None
+    arrays = pretrained = None
     if cfg.init_from == "scratch":
         print("Initializing a new model from scratch")
     elif cfg.init_from == "resume":
@@ -301,6 +301,7 @@ def setup(cfg: TrainConfig) -> Run:
             print(f"--init_from=resume: the model's shape is the checkpoint's: {', '.join(overridden)}")
         for k in shape + ["vocab_size"]:
             model_args[k] = info["model_args"][k]
+        model_args["activation"] = info["model_args"].get("activation", "gelu")  # GPT-2's gelu_new, once finetuned
         if "meta" in info and from_meta(info["meta"]).meta() != tokenizer.meta():
             raise ValueError(f"the checkpoint in {out_dir} was trained on another vocabulary than {meta_path}; "
                              f"resume with the dataset it was trained on ({info['config'].get('dataset')})")
@@ -309,12 +310,19 @@ def setup(cfg: TrainConfig) -> Run:
                              f"resume with --model={info['config'].get('model', 'gpt')}")
         state.iter_num, state.best_val_loss = info["iter_num"], info["best_val_loss"]
         state.last_saved = f"{out_dir / CKPT_NAME} (iter {state.iter_num})"
+    else:  # OpenAI's GPT-2 weights, by size (gpt2, ..., gpt2-xl) or a Hugging Face directory: nanogpt_tg/gpt2.py
+        print(f"Initializing from OpenAI GPT-2 weights: {cfg.init_from}")
+        pretrained, model_dir = gpt2.from_pretrained(cfg.init_from, dict(dropout=cfg.dropout))
+        gpt2.check_finetune(pretrained, model_dir, cfg.block_size, tokenizer, meta_path)
+        if cfg.block_size < pretrained.config.block_size:  # crop down the model block size, using model surgery
+            gpt2.crop_block_size(pretrained, cfg.block_size)
+        model_args = asdict(pretrained.config)  # so that the checkpoint will have the right values
     cfg = replace(cfg, dtype=dtype, block_size=model_args["block_size"])  # what this run computes with, as saved
     for split, data in splits.items():
         if data.shape[0] <= cfg.block_size:
             raise ConfigError(f"--block_size={cfg.block_size} is too large for data/{cfg.dataset}/{split}.bin "
                               f"({data.shape[0]:,} tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
-    model = build_model(cfg.model, model_args, generator=gen)
+    model = build_model(cfg.model, model_args, generator=gen) if pretrained is None else pretrained
     if devices:  # before the optimizer, so that its moments are replicated too
         replicate(model.parameters(), devices)
     optimizer = configure_optimizer(model, cfg)
@@ -357,7 +365,7 @@ def loop(run: Run, on_metrics=None) -> dict:
     local_iter_num = 0  # number of iterations in the lifetime of this process
     running_mfu = -1.0
     # until the first step is done a signal stops at once (nothing new to save); after, at the next step or eval batch
-    with Interrupt("nothing to save yet" if cfg.init_from == "scratch" else
+    with Interrupt("nothing to save yet" if cfg.init_from != "resume" else
                    f"nothing new to save; {s.last_saved} is as it was") as interrupt:
 
         def before_batch(i: int) -> bool:

@@ -46,3 +46,32 @@ def test_a_generator_reads_the_weights_as_they_are_when_it_starts():
     assert not np.array_equal(after, before), "the change did not alter the text: the test shows nothing"
     np.testing.assert_array_equal(after, crop_and_recompute(weights, prompt, 80))
     np.testing.assert_array_equal(after, Generator(model, rows=2).generate(prompt, max_new_tokens=80, temperature=0.0))
+
+
+def test_a_short_prompt_is_prefilled_one_step_per_token():
+    """A prompt of at most block_size // 16 tokens goes through the one-token step, a token at a time, not the
+    whole window's prefill: the same greedy text, past block_size."""
+    model, weights = with_big_weights(CONFIG, seed=3)
+    prompt = np.array([[1, 2, 3], [7, 7, 0]])
+    gen = Generator(model, rows=2)
+    out = gen.generate(prompt, max_new_tokens=100, temperature=0.0)
+    assert gen.cache.prefill_jit.cnt == 0  # never called
+    np.testing.assert_array_equal(out, crop_and_recompute(weights, prompt, 100))
+
+
+def test_a_large_vocabulary_padded_for_the_sampler_gives_the_same_text():
+    """Above 4096 tokens the sampler's lm_head copy is padded to a multiple of 64 columns (GPT-2's 50257 divides by
+    no vector tile); the padding never reaches the logits: (rows, vocab_size), and the reference's greedy text."""
+    config = GPTConfig(block_size=16, vocab_size=4099, n_layer=1, n_head=2, n_embd=16, dropout=0.0, bias=True)
+    model, weights = with_big_weights(config, seed=4)
+    gen = Generator(model, rows=1)
+    copies = gen.cache.weights_t
+    assert copies.copies[[id(lin) for lin in copies.linears].index(id(model.lm_head))].shape == (16, 4160)
+    prompt = np.array([[5, 4097, 3]])
+    assert gen.cache.next_logits(prompt).shape == (1, 4099)
+    out = gen.generate(prompt, max_new_tokens=20, temperature=0.0)
+    ref = prompt.copy()
+    for _ in range(20):
+        logits = reference.forward(weights, ref[:, -config.block_size:], config.n_head)[:, -1, :]
+        ref = np.concatenate([ref, logits.argmax(-1)[:, None]], 1)
+    np.testing.assert_array_equal(out, ref)

@@ -241,7 +241,7 @@ BAD_INPUTS = [
     (["train.py", "--dataset=rnd", "--learning_rate=-1"], "--learning_rate=-1.0 must be positive"),
     (["train.py", "--dataset=rnd", "--batch_size=0"], "--batch_size=0 must be positive"),
     (["train.py", "--dataset=rnd", "--dropout=1.5"], "--dropout=1.5 must be in [0, 1)"),
-    (["train.py", "--dataset=rnd", "--init_from=gpt2"], "--init_from=gpt2 is not supported (loading OpenAI's GPT-2"),
+    (["train.py", "--dataset=rnd", "--init_from=gpt3"], "--init_from=gpt3 is not supported; use scratch, resume, gpt2,"),
     (["train.py", "--dataset=rnd", "--device=tpu"], "--device=tpu: tinygrad cannot open it"),
     (["train.py", "--dataset=rnd", "--block_size=5000"], "--block_size=5000 is too large for data/rnd/val.bin"),
     (["train.py", "--dataset=nope"], "data/nope/meta.json not found; prepare the dataset first"),
