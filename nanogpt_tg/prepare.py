@@ -9,7 +9,7 @@ from pathlib import Path
 from .bpe import BPETokenizer
 from .cli import run
 from .data import dataset_dir, prepare_text, read_text
-from .fsio import write_bytes
+from .fsio import not_a_file, write_bytes
 from .progress import Progress
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -50,6 +50,24 @@ def prepare_file(input_path: str | Path, out_dir: str | Path, block_size: int = 
     print(f"val has {counts['val_tokens']:,} tokens")
     print(f"wrote {Path(out_dir)}/train.bin, val.bin, meta.json; train with --dataset={Path(out_dir).name}")
     return counts
+
+
+def shakespeare_text(input_path: str | None, input_file_path: Path, script: str) -> Path:
+    """Tiny Shakespeare's input.txt at input_file_path: a copy of input_path, else the one already there, else
+    downloaded (script: the prepare command, named in the error that says to pass --input instead)."""
+    if input_path:
+        if not Path(input_path).is_file():
+            raise FileNotFoundError(f"--input {input_path} {not_a_file(input_path)}; give the path of tiny "
+                                    "shakespeare's input.txt")
+        input_file_path.parent.mkdir(parents=True, exist_ok=True)
+        if Path(input_path).resolve() != input_file_path.resolve():
+            write_bytes(input_file_path, Path(input_path).read_bytes())
+    elif not input_file_path.exists():
+        try:
+            download(SHAKESPEARE_URL, input_file_path)
+        except OSError as e:
+            raise OSError(f"{e}: python {script} --input PATH/TO/input.txt") from None
+    return input_file_path
 
 
 def dataset_parser(prog: str, description: str, input_help: str) -> argparse.ArgumentParser:

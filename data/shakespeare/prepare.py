@@ -11,28 +11,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in a checkout
 from nanogpt_tg.cli import run  # noqa: E402
 from nanogpt_tg.data import prepare_text, read_text  # noqa: E402
-from nanogpt_tg.fsio import not_a_file, write_bytes  # noqa: E402
 from nanogpt_tg.gpt2 import gpt2_tokenizer  # noqa: E402
-from nanogpt_tg.prepare import SHAKESPEARE_URL, download  # noqa: E402
+from nanogpt_tg.prepare import shakespeare_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 def prepare(input_path: str | None, vocab_dir: str | None, out_dir: Path):
     """input.txt from input_path, else the one in out_dir, else downloaded; then the dataset in GPT-2's tokens."""
-    input_file_path = out_dir / "input.txt"
-    if input_path:
-        if not Path(input_path).is_file():
-            raise FileNotFoundError(f"--input {input_path} {not_a_file(input_path)}; give the path of tiny "
-                                    "shakespeare's input.txt")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if Path(input_path).resolve() != input_file_path.resolve():
-            write_bytes(input_file_path, Path(input_path).read_bytes())
-    elif not input_file_path.exists():
-        try:
-            download(SHAKESPEARE_URL, input_file_path)
-        except OSError as e:
-            raise OSError(f"{e}: python data/shakespeare/prepare.py --input PATH/TO/input.txt") from None
+    input_file_path = shakespeare_text(input_path, out_dir / "input.txt", "data/shakespeare/prepare.py")
     tok = gpt2_tokenizer(vocab_dir)
     counts = prepare_text(read_text(input_file_path), out_dir, tokenizer=tok)  # first 90% train, the rest val
     print(f"train has {counts['train_tokens']:,} tokens")

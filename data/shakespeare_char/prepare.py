@@ -9,27 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in a checkout
 from nanogpt_tg.cli import run  # noqa: E402
-from nanogpt_tg.fsio import not_a_file, write_bytes  # noqa: E402
-from nanogpt_tg.prepare import SHAKESPEARE_URL, download, prepare_file  # noqa: E402
+from nanogpt_tg.prepare import prepare_file, shakespeare_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 def prepare(input_path: str | None):
     """input.txt from input_path, else the one here, else downloaded; then the dataset beside this script."""
-    input_file_path = HERE / "input.txt"
-    if input_path:
-        if not Path(input_path).is_file():
-            raise FileNotFoundError(f"--input {input_path} {not_a_file(input_path)}; give the path of tiny "
-                                    "shakespeare's input.txt")
-        if Path(input_path).resolve() != input_file_path:
-            write_bytes(input_file_path, Path(input_path).read_bytes())
-    elif not input_file_path.exists():
-        try:
-            download(SHAKESPEARE_URL, input_file_path)
-        except OSError as e:
-            raise OSError(f"{e}: python data/shakespeare_char/prepare.py --input PATH/TO/input.txt") from None
-    prepare_file(input_file_path, HERE)
+    prepare_file(shakespeare_text(input_path, HERE / "input.txt", "data/shakespeare_char/prepare.py"), HERE)
 
 
 if __name__ == "__main__":
