@@ -50,8 +50,7 @@ def resolve_dtype(name: str, device: str) -> tuple[str, str | None]:
     if name == "float32" or _compiles(DTYPES[name], device):
         return name, None
     if name == "bfloat16" and base == "CPU":
-        emulate_dtype("bfloat16")
-        if _compiles(dtypes.bfloat16, device):
+        if emulate_dtype("bfloat16") and _compiles(dtypes.bfloat16, device):
             return name, ("note: this CPU's clang cannot compile bfloat16 (clang 14 lacks __bf16 for this target); "
                           "tinygrad emulates it: bfloat16 storage and rounding, float32 arithmetic, slower")
     raise ConfigError(f"--dtype={name}: {Device[device].renderer.__class__.__name__} on {device} cannot compile "

@@ -5,14 +5,27 @@ When tinygrad renames one of these, this module is the one to change: the device
 and the train step's inputs and outputs), custom gradients (layers.py), bfloat16 emulation and the optimizer's step
 (precision.py).
 """
+from __future__ import annotations
+
 import ctypes
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
-from tinygrad.dtype import _to_np_dtype
-from tinygrad.helpers import EMULATED_DTYPES
 from tinygrad.nn.optim import LAMB
-from tinygrad.uop.ops import Ops, UOp
+
+# internals with a public fallback: without them read/write take tinygrad's own path, and bfloat16 is not emulated
+try:
+    from tinygrad.dtype import _to_np_dtype
+    from tinygrad.uop.ops import Ops
+except ImportError:
+    _to_np_dtype = Ops = None
+try:
+    from tinygrad.helpers import EMULATED_DTYPES
+except ImportError:
+    EMULATED_DTYPES = None
+if TYPE_CHECKING:
+    from tinygrad.uop.ops import UOp
 
 
 # --- devices
@@ -38,9 +51,13 @@ def opencl_device_is_cpu(device: str) -> bool:
     return bool(device_type.value & cl.CL_DEVICE_TYPE_CPU)
 
 
-def emulate_dtype(name: str):
-    """Have tinygrad store `name` (e.g. bfloat16) and compute it in float32, where the compiler lacks the type."""
+def emulate_dtype(name: str) -> bool:
+    """Have tinygrad store `name` (e.g. bfloat16) and compute it in float32, where the compiler lacks the type;
+    False where this tinygrad cannot."""
+    if EMULATED_DTYPES is None:
+        return False
     EMULATED_DTYPES.value = ",".join(filter(None, [EMULATED_DTYPES.value, name]))
+    return True
 
 
 # --- the RNG: tinygrad keeps a seed and a counter tensor per device
@@ -78,7 +95,10 @@ def capture_on_first_call(jit: TinyJit) -> TinyJit:
 
 # --- raw CPU buffers
 def cpu_buffer(t: Tensor):
-    """t's realized CPU buffer when t is all of it (or a reshape of all of it), else None."""
+    """t's realized CPU buffer when t is all of it (or a reshape of all of it), else None (also where this tinygrad
+    lacks the names it reads: callers then take tinygrad's own path)."""
+    if Ops is None or _to_np_dtype is None:
+        return None
     base = t.uop.base  # a realized buffer, or (more than 1-D) a reshape of one
     whole = t.uop is base or (t.uop.op is Ops.RESHAPE and t.uop.src[0] is base)
     if isinstance(t.device, str) and t.device.startswith("CPU") and whole and base.op is Ops.BUFFER and base.is_realized:
