@@ -30,6 +30,10 @@ def split(x: Tensor, size: int) -> list[Tensor]:
 
 # --- layers
 MIN_ROWS_FOR_COPY = 32
+# dW = g.T @ x sums over the tokens, which neither g nor x holds contiguous: each output tile then re-reads a strided
+# column strip of both, from memory once they outgrow the cache. From this many tokens, g is transposed first, so the
+# product reads like the forward's (BENCHMARKS.md: the preset's step 23.9 -> 19.9 s; below, the copy costs more)
+MIN_ROWS_FOR_GRAD_COPY = 4096
 
 
 def _linear_grad(grad, call):
@@ -39,7 +43,8 @@ def _linear_grad(grad, call):
     g = Tensor(grad)
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
     dx = (g @ weight).cast(x.dtype)
-    dw = (g2.T @ x2).cast(weight.dtype)
+    g_t = stored(g2.T) if g2.shape[0] >= MIN_ROWS_FOR_GRAD_COPY else g2.T  # (out, tokens)
+    dw = (g_t @ x2).cast(weight.dtype)
     db = [g2.sum(0).cast(bias[0].dtype)] if bias else []
     return tg.grads(dx, dw, None, *db)  # none for the copy: weight gets all of its gradient as dw
 

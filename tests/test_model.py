@@ -134,3 +134,22 @@ def test_linear_output_and_gradients_match_numpy(rows, bias):
     np.testing.assert_allclose(y.numpy(), x @ w.T + (b if bias else 0), rtol=1e-5, atol=1e-5)
     for name, got, ref in zip(["x", "weight", "bias"], grads, want):
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_linear_weight_gradient_over_many_tokens_matches_numpy():
+    """From MIN_ROWS_FOR_GRAD_COPY tokens on, dW = g.T @ x reads a transposed copy of g (layers._linear_grad): the same
+    numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4 relative, plus 1e-3 absolute."""
+    from nanogpt_tg.layers import MIN_ROWS_FOR_GRAD_COPY, Linear
+
+    rng = np.random.default_rng(7)
+    rows = MIN_ROWS_FOR_GRAD_COPY
+    lin = Linear(16, 24, bias=True)
+    w = rng.standard_normal((24, 16))
+    lin.weight = Tensor(w.astype(np.float32)).contiguous().realize()
+    lin.bias = Tensor(np.zeros(24, np.float32)).contiguous().realize()
+    x, g = rng.standard_normal((rows, 16)), rng.standard_normal((rows, 24))
+    xt = Tensor(x.astype(np.float32)).contiguous().realize()
+    dx, dw, db = (lin(xt) * Tensor(g.astype(np.float32))).sum().gradient(xt, lin.weight, lin.bias)
+    np.testing.assert_allclose(dw.numpy(), g.T @ x, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db.numpy(), g.sum(0), rtol=1e-4, atol=1e-3)
