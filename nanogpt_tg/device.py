@@ -26,13 +26,13 @@ def set_device(name: str) -> str:
     try:
         if name != "auto":
             base, _, index = name.partition(":")
-            DEV.value = ALIASES.get(base.lower(), base.upper()) + (f":{index}" if index else "")
+            DEV.value = cpu.target(ALIASES.get(base.lower(), base.upper()) + (f":{index}" if index else ""))
         elif ENV_DEV:
             DEV.value = ENV_DEV
             print(f"--device=auto: computing on {Device.DEFAULT} (DEV={ENV_DEV} in the environment)")
         else:
             device, why = auto_device.pick()
-            DEV.value = os.environ["DEV"] = device  # the environment too, for tinygrad's compile workers (as tinygrad)
+            DEV.value = os.environ["DEV"] = cpu.target(device)  # the environment too, for tinygrad's compile workers (as tinygrad)
             print(f"--device=auto: computing on {device} ({why})")
         device = Device.DEFAULT
         Device[device]  # opens it: fails here, not deep inside the first kernel

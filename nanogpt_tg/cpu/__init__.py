@@ -79,6 +79,21 @@ def install(device: str | None = None) -> dict[str, str]:
     return status
 
 
+def target(device: str) -> str:
+    """tinygrad's DEV string for device: for "CPU", with the compiler flags kernels.py asks for (its clang_target),
+    unless the layer or that patch is off; any other device as it is."""
+    if device != "CPU" or os.environ.get("NANOGPT_TG_CPU", "1") == "0" or not compatible(tinygrad_version()):
+        return device
+    if os.environ.get("NANOGPT_TG_MATMUL_OPTS", "1") == "0" or os.environ.get("NANOGPT_TG_VECTOR_WIDTH", "1") == "0":
+        return device
+    try:
+        from .kernels import clang_target
+        return clang_target() or device
+    except Exception as e:  # as in install: never stop the package
+        _warn(f"nanogpt_tg.cpu: cannot pick the CPU compiler's target ({type(e).__name__}: {e}); tinygrad's default is used")
+        return device
+
+
 def describe() -> str:
     """One line: which patches are on."""
     on = [name for name in PATCHES if status.get(name) == "on"]

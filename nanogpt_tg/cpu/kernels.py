@@ -51,6 +51,18 @@ def vector_floats() -> int:
     return 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
 
 
+def clang_target() -> str | None:
+    """tinygrad's DEV target for the CPU device when clang should be told the vector width, else None.
+
+    On AVX-512 CPUs clang prefers 256-bit vectors (-mprefer-vector-width=256, against the clock slowdown of early
+    AVX-512 Intel CPUs), so it splits the kernels' 16-float vectors in two and spills accumulators; asked for 512, a
+    matmul tile's inner loop is zmm FMAs without spills (BENCHMARKS.md). The target's arch is tinygrad's own default
+    (x86_64,native) plus that one flag, which tinygrad passes to clang and puts in its compile cache key."""
+    if VECTOR_FLOATS < 16 or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    return "CPU:CLANG:x86_64,native,prefer-vector-width=512"
+
+
 # 16x8 tiles (128 accumulators) were timed best with AVX-512's 32 registers of 16 floats (BENCHMARKS.md); with 16
 # registers (AVX2) or 4-float ones they would spill, so there the second session's 8x4 tiles (timed faster
 # than tinygrad's 3x3 with 4-float loads) are kept.
