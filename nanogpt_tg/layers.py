@@ -30,10 +30,67 @@ def split(x: Tensor, size: int) -> list[Tensor]:
 
 # --- layers
 MIN_ROWS_FOR_COPY = 32
-# dW = g.T @ x sums over the tokens, which neither g nor x holds contiguous: each output tile then re-reads a strided
-# column strip of both, from memory once they outgrow the cache. From this many tokens, g is transposed first, so the
-# product reads like the forward's (BENCHMARKS.md: the preset's step 23.9 -> 19.9 s; below, the copy costs more)
-MIN_ROWS_FOR_GRAD_COPY = 4096
+MIN_ROWS_FOR_BLOCKING = 4096
+
+
+def cache_bytes() -> int:
+    """Bytes of one core's L2 cache (Linux sysfs), else 1 MiB (the smaller of the CPUs this was tuned on)."""
+    try:
+        text = open("/sys/devices/system/cpu/cpu0/cache/index2/size").read().strip().upper()
+        return int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]] if text[-1] in "KM" else int(text)
+    except (OSError, ValueError, KeyError):
+        return 1 << 20
+
+
+# a matmul kernel re-reads all of b (K, N) for each tile of a's rows: from L2 while b fits in a third of it (with
+# room for a's rows and the outputs), else from memory, about half as fast (BENCHMARKS.md: 16384 x 384 @ 384 x 1536)
+PANEL_BYTES = cache_bytes() // 3
+
+
+def panel(size: int, other: int) -> int:
+    """The largest part of an axis of `size` (a multiple of 16 dividing it) whose panel with `other` fits PANEL_BYTES."""
+    fits = [p for p in range(16, size, 16) if size % p == 0 and p * other * 4 <= PANEL_BYTES]
+    return max(fits, default=size)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for a (M, K) and b (K, N), in panels of b that stay in cache when b does not and a has many rows.
+
+    Wide b: columns in panels, the result a view of (panels, M, part) (the next kernel reads it through the view). Tall
+    b: the K axis in parts, one partial product each, then their sum."""
+    (m, k), n = a.shape, b.shape[1]
+    if m < MIN_ROWS_FOR_BLOCKING or k * n * 4 <= PANEL_BYTES:
+        return a @ b
+    if n >= k and (part := panel(n, k)) < n:
+        out = a @ b.reshape(k, n // part, part).permute(1, 0, 2)  # (panels, M, part)
+        return stored(out).permute(1, 0, 2).reshape(m, n)
+    if (part := panel(k, n)) < k:
+        partial = a.reshape(m, k // part, part).permute(1, 0, 2) @ b.reshape(k // part, part, n)
+        return stored(partial).sum(0)
+    return a @ b
+
+
+# dW = g.T @ x sums over the tokens. From this many tokens, in chunks of GRAD_CHUNK: one partial dW per chunk, then
+# their sum. Over all the tokens at once, each output tile streams a strided column strip of g and x from memory (the
+# strips outgrow the caches); over a chunk they stay in cache (BENCHMARKS.md: the preset's dW kernels 2.5-4x faster).
+MIN_ROWS_FOR_CHUNKED_GRAD = 4096
+GRAD_CHUNK = 512
+
+
+def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
+    """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large."""
+    tokens = g2.shape[0]
+    if tokens < MIN_ROWS_FOR_CHUNKED_GRAD or tokens % GRAD_CHUNK:
+        return g2.T @ x2
+    chunks = tokens // GRAD_CHUNK
+    partial = g2.reshape(chunks, GRAD_CHUNK, -1).transpose(1, 2) @ x2.reshape(chunks, GRAD_CHUNK, -1)
+    return stored(partial).sum(0)
+
+
+def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tensor:
+    """x @ weight_t + bias, in cache-sized panels of weight_t when it is large (matmul)."""
+    y = matmul(x.reshape(-1, x.shape[-1]), weight_t).reshape(*x.shape[:-1], -1)
+    return y + bias[0] if bias else y
 
 
 def _linear_grad(grad, call):
@@ -42,9 +99,8 @@ def _linear_grad(grad, call):
     x, weight, _, *bias = tg.call_inputs(call)
     g = Tensor(grad)
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
-    dx = (g @ weight).cast(x.dtype)
-    g_t = stored(g2.T) if g2.shape[0] >= MIN_ROWS_FOR_GRAD_COPY else g2.T  # (out, tokens)
-    dw = (g_t @ x2).cast(weight.dtype)
+    dx = matmul(g2, weight).reshape(*g.shape[:-1], -1).cast(x.dtype)
+    dw = weight_grad(g2, x2).cast(weight.dtype)
     db = [g2.sum(0).cast(bias[0].dtype)] if bias else []
     return tg.grads(dx, dw, None, *db)  # none for the copy: weight gets all of its gradient as dw
 
@@ -63,7 +119,7 @@ class Linear(nn.Linear):
         if self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY:
             return x.linear(self.weight.T if self.weight_t is None else self.weight_t, self.bias)
         args = [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
-        return tg.call(lambda x, w, w_t, *b: x.linear(w_t, b[0] if b else None), _linear_grad, *args)
+        return tg.call(_linear, _linear_grad, *args)
 
 
 class TransposedCopies:

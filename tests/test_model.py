@@ -137,12 +137,14 @@ def test_linear_output_and_gradients_match_numpy(rows, bias):
 
 
 def test_linear_weight_gradient_over_many_tokens_matches_numpy():
-    """From MIN_ROWS_FOR_GRAD_COPY tokens on, dW = g.T @ x reads a transposed copy of g (layers._linear_grad): the same
-    numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4 relative, plus 1e-3 absolute."""
-    from nanogpt_tg.layers import MIN_ROWS_FOR_GRAD_COPY, Linear
+    """From MIN_ROWS_FOR_CHUNKED_GRAD tokens on, dW = g.T @ x is summed in chunks of GRAD_CHUNK tokens
+    (layers.weight_grad): the same numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4
+    relative, plus 1e-3 absolute."""
+    from nanogpt_tg.layers import GRAD_CHUNK, MIN_ROWS_FOR_CHUNKED_GRAD, Linear
 
     rng = np.random.default_rng(7)
-    rows = MIN_ROWS_FOR_GRAD_COPY
+    rows = MIN_ROWS_FOR_CHUNKED_GRAD
+    assert rows % GRAD_CHUNK == 0 and rows > GRAD_CHUNK  # the chunked path
     lin = Linear(16, 24, bias=True)
     w = rng.standard_normal((24, 16))
     lin.weight = Tensor(w.astype(np.float32)).contiguous().realize()
