@@ -48,8 +48,9 @@ PANEL_BYTES = cache_bytes() // 3
 
 
 def panel(size: int, other: int) -> int:
-    """The largest part of an axis of `size` (a multiple of 16 dividing it) whose panel with `other` fits PANEL_BYTES."""
-    fits = [p for p in range(16, size, 16) if size % p == 0 and p * other * 4 <= PANEL_BYTES]
+    """The largest part of an axis of `size` (all of it, else a multiple of 16 dividing it) whose panel with `other`
+    fits PANEL_BYTES; all of it when no part fits."""
+    fits = [p for p in range(16, size + 1, 16) if size % p == 0 and p * other * 4 <= PANEL_BYTES]
     return max(fits, default=size)
 
 
@@ -73,18 +74,21 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 # dW = g.T @ x sums over the tokens. From this many tokens, in chunks of GRAD_CHUNK: one partial dW per chunk, then
 # their sum. Over all the tokens at once, each output tile streams a strided column strip of g and x from memory (the
 # strips outgrow the caches); over a chunk they stay in cache (BENCHMARKS.md: the preset's dW kernels 2.5-4x faster).
-MIN_ROWS_FOR_CHUNKED_GRAD = 4096
-GRAD_CHUNK = 512
+MIN_ROWS_FOR_CHUNKED_GRAD = 512
+GRAD_CHUNK = 256
 
 
 def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
-    """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large."""
-    tokens = g2.shape[0]
+    """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large, each
+    chunk's x in panels of columns that fit the cache (as matmul's)."""
+    (tokens, n_out), n_in = g2.shape, x2.shape[1]
     if tokens < MIN_ROWS_FOR_CHUNKED_GRAD or tokens % GRAD_CHUNK:
         return g2.T @ x2
-    chunks = tokens // GRAD_CHUNK
-    partial = g2.reshape(chunks, GRAD_CHUNK, -1).transpose(1, 2) @ x2.reshape(chunks, GRAD_CHUNK, -1)
-    return stored(partial).sum(0)
+    chunks, part = tokens // GRAD_CHUNK, panel(n_in, GRAD_CHUNK)
+    g_t = g2.reshape(chunks, 1, GRAD_CHUNK, n_out).permute(0, 1, 3, 2)  # (chunks, 1, out, chunk)
+    x_p = x2.reshape(chunks, GRAD_CHUNK, n_in // part, part).permute(0, 2, 1, 3)  # (chunks, panels, chunk, part)
+    partial = stored(g_t @ x_p)  # (chunks, panels, out, part)
+    return partial.sum(0).permute(1, 0, 2).reshape(n_out, n_in)
 
 
 def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tensor:
