@@ -120,3 +120,65 @@ def test_one_row_products_are_vectorized_along_their_outputs(applied):
     np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
     upcasts = [o.arg for opts in applied for o in opts if o.op is OptOps.UPCAST]
     assert upcasts == [kernels.fit(72, kernels.UPCAST_N)], applied
+
+
+def test_the_compiler_is_asked_for_the_cpus_vector_width(monkeypatch):
+    """On AVX-512 CPUs clang is told to use 512-bit vectors (its default there is 256, which split each 16-float tile
+    in two); elsewhere, and with the layer off, tinygrad's default target stays. Only the CPU device is changed."""
+    from nanogpt_tg import cpu
+
+    monkeypatch.setattr(kernels, "VECTOR_FLOATS", 16)
+    wide = "CPU:CLANG:x86_64,native,prefer-vector-width=512"
+    if kernels.platform.machine().lower() in ("x86_64", "amd64"):
+        assert cpu.target("CPU") == wide
+    assert cpu.target("CL") == "CL" and cpu.target("CPU:1") == "CPU:1"
+    monkeypatch.setenv("NANOGPT_TG_CPU", "0")
+    assert cpu.target("CPU") == "CPU"
+    monkeypatch.delenv("NANOGPT_TG_CPU")
+    monkeypatch.setattr(kernels, "VECTOR_FLOATS", 8)
+    assert cpu.target("CPU") == "CPU" and kernels.clang_target() is None
+
+
+TUNE_RUN = """
+import json, os, sys
+import numpy as np
+from nanogpt_tg.device import set_device
+from nanogpt_tg.cpu import kernels, tune
+tune.MIN_FLOPS = 1e6
+calls = []
+search = tune.search
+tune.search = lambda *a: calls.append(1) or search(*a)
+set_device("cpu")
+from tinygrad import Tensor
+rng = np.random.default_rng(3)
+a, b = rng.standard_normal((128, 256)).astype(np.float32), rng.standard_normal((256, 256)).astype(np.float32)
+err = float(np.abs((Tensor(a) @ Tensor(b)).numpy() - a.astype(np.float64) @ b).max())
+tune.deadline = 0  # past: a kernel after it is not searched
+c = rng.standard_normal((256, 128)).astype(np.float32)
+err2 = float(np.abs((Tensor(b) @ Tensor(c)).numpy() - b.astype(np.float64) @ c).max())
+print(json.dumps({"searched": [[list(s[1]), s[2]] for s in tune.searched], "calls": len(calls), "err": err, "err2": err2,
+                  "generation": tune.generation(), "status": __import__("nanogpt_tg.cpu", fromlist=["x"]).status}))
+"""
+
+
+def test_the_tile_search_runs_once_per_kernel_and_machine(tmp_path):
+    """NANOGPT_TG_TUNE=1: a matmul of at least MIN_FLOPS gets its candidate tiles timed, the fastest is kept in the disk
+    cache, and the product equals numpy's (float32 sums of 256 terms, 1e-3 absolute); once past the deadline no kernel
+    is searched. A later process without the switch reads the kept tile back and searches nothing."""
+    env = {**os.environ, "CACHEDB": str(tmp_path / "cache.db"), "DEV": "CPU"}
+    first = subprocess.run([sys.executable, "-c", TUNE_RUN], capture_output=True, text=True, cwd=str(ROOT),
+                           env={**env, "NANOGPT_TG_TUNE": "1"}, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    got = json.loads(first.stdout.splitlines()[-1])
+    assert got["calls"] == 1 and len(got["searched"]) == 1, got
+    tile, seconds = got["searched"][0]
+    assert tuple(tile) in kernels.tune.candidates(kernels.VECTOR_FLOATS) and 0 < seconds < 1, got
+    assert got["err"] < 1e-3 and got["err2"] < 1e-3 and got["generation"] != "0", got
+    assert got["status"]["program_cache"].startswith("off"), got  # a search must see every kernel
+    assert "tune: kernel 1 " in first.stderr and "-> " in first.stderr, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-c", TUNE_RUN], capture_output=True, text=True, cwd=str(ROOT), env=env,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    later = json.loads(again.stdout.splitlines()[-1])
+    assert later["calls"] == 0 and later["searched"] == [] and later["err"] < 1e-3, later
+    assert later["generation"] == got["generation"] and later["status"]["program_cache"] == "on", later

@@ -155,3 +155,30 @@ def test_linear_weight_gradient_over_many_tokens_matches_numpy():
     np.testing.assert_allclose(dw.numpy(), g.T @ x, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(db.numpy(), g.sum(0), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("in_features, out_features", [(64, 512), (512, 64)])
+def test_linear_in_cache_sized_panels_matches_numpy(monkeypatch, in_features, out_features):
+    """From MIN_ROWS_FOR_BLOCKING rows on, a weight larger than PANEL_BYTES is multiplied in panels (layers.matmul):
+    a wide one by column panels, a tall one by parts of its K axis summed; the backward's dx the same way, dW in
+    chunks of tokens with panels of x's columns. Forward and all gradients equal numpy's float64 to 1e-4 relative
+    plus 1e-3 absolute (float32 sums of up to 4096 O(1) products). PANEL_BYTES is made small so small shapes panel."""
+    from nanogpt_tg import layers
+
+    monkeypatch.setattr(layers, "PANEL_BYTES", 32 << 10)
+    rows, wide, narrow = layers.MIN_ROWS_FOR_BLOCKING, max(in_features, out_features), min(in_features, out_features)
+    assert layers.panel(wide, narrow) < wide and layers.panel(in_features, layers.GRAD_CHUNK) < in_features  # panels
+    rng = np.random.default_rng(12)
+    lin = layers.Linear(in_features, out_features, bias=True)
+    w, b = rng.standard_normal((out_features, in_features)), rng.standard_normal(out_features)
+    lin.weight = Tensor(w.astype(np.float32)).contiguous().realize()
+    lin.bias = Tensor(b.astype(np.float32)).contiguous().realize()
+    x, g = rng.standard_normal((2, rows // 2, in_features)), rng.standard_normal((2, rows // 2, out_features))
+    xt = Tensor(x.astype(np.float32)).contiguous().realize()
+    y = lin(xt)
+    dx, dw, db = (y * Tensor(g.astype(np.float32))).sum().gradient(xt, lin.weight, lin.bias)
+    g2, x2 = g.reshape(rows, -1), x.reshape(rows, -1)
+    np.testing.assert_allclose(y.numpy(), x @ w.T + b, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dw.numpy(), g2.T @ x2, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(db.numpy(), g2.sum(0), rtol=1e-4, atol=1e-3)

@@ -29,6 +29,14 @@ from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops
 
+from . import missing
+
+try:  # tiles measured on this CPU (tune.py), optional: without the tinygrad internals it reads, kernels.py's tiles
+    from . import tune
+    tune = None if missing(tune.REQUIRES) else tune
+except ImportError:
+    tune = None
+
 # the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
 REQUIRES = ("tinygrad.codegen.opt.heuristic:hand_coded_optimizations", "tinygrad.codegen:memory_coalescing",
             "tinygrad.codegen.late.coalesce:memory_coalescing", "tinygrad.engine.worker:_init_worker",
@@ -91,25 +99,27 @@ def _wide_coalescing():
     return namespace["memory_coalescing"]
 
 
-def matmul_opts(k) -> list[Opt] | None:
-    """The options for a sum-reduce kernel k (a tinygrad Scheduler), or None to leave it to tinygrad.
+def matmul_opts(k, tile: tuple[int, int, int] | None = None) -> list[Opt] | None:
+    """The options for a sum-reduce kernel k (a tinygrad Scheduler), or None to leave it to tinygrad. tile: the upcasts
+    (contiguous output axis, other output axis) and the unroll, (UPCAST_N, UPCAST_M, UNROLL_K) unless given.
 
     The output axes to upcast are those some input does not depend on (a matmul's M and N: A has no N, B no M), so
     each loaded value is reused across the upcast; with one such axis, the innermost other output axis joins it."""
     if k.ren.has_local or k.reduceop is None or k.reduceop.arg[0] is not Ops.ADD or not k.unrollable_dims:
         return None
+    upcast_n, upcast_m, unroll_k = tile or (UPCAST_N, UPCAST_M, UNROLL_K)
     free = [a for a in k.upcastable_dims if any(k.rngs[a] not in b.src[1].get_idx().backward_slice for b in k.bufs)]
     if not free:
         return None
     k_axis = k.unrollable_dims[-1]
-    unroll = Opt(OptOps.UNROLL, len(k.unrollable_dims) - 1, fit(k.full_shape[k_axis], UNROLL_K))
+    unroll = Opt(OptOps.UNROLL, len(k.unrollable_dims) - 1, fit(k.full_shape[k_axis], unroll_k))
     if len(free) == 1:
         rest = [a for a in k.upcastable_dims if a != free[0]]
         if not rest:  # a matrix-vector product (one row, as a sampler's last position): its outputs in vectors
-            return [o for o in [Opt(OptOps.UPCAST, free[0], fit(k.full_shape[free[0]], UPCAST_N)), unroll] if o.arg > 1]
+            return [o for o in [Opt(OptOps.UPCAST, free[0], fit(k.full_shape[free[0]], upcast_n)), unroll] if o.arg > 1]
         free = sorted([free[0], rest[-1]])
     m, n = free[-2], free[-1]
-    opts = [Opt(OptOps.UPCAST, n, fit(k.full_shape[n], UPCAST_N)), Opt(OptOps.UPCAST, m, fit(k.full_shape[m], UPCAST_M)),
+    opts = [Opt(OptOps.UPCAST, n, fit(k.full_shape[n], upcast_n)), Opt(OptOps.UPCAST, m, fit(k.full_shape[m], upcast_m)),
             unroll]
     return [o for o in opts if o.arg > 1] or None
 
@@ -129,12 +139,11 @@ def vectorizable_loop(k) -> bool:
     return not k.ren.has_local and k.reduceop is None and any(u.op in TRANSCENDENTAL for u in k.ast.toposort())
 
 
-def hand_coded_optimizations(k):
-    """tinygrad's heuristic, with matmul_opts first; an option that does not fit the kernel's shape falls back."""
-    if vectorizable_loop(k):
-        return split_into_threads(k)
-    opts = matmul_opts(k)
-    for candidate in ([opts, opts[:2]] if opts else []):  # without the unroll if the reduction does not divide
+def with_tile(k, tile: tuple[int, int, int] | None = None):
+    """A copy of k with matmul_opts(k, tile) applied (without the unroll if the reduction does not divide) and split
+    into threads; None when k is no matmul or the tile does not fit its shape."""
+    opts = matmul_opts(k, tile)
+    for candidate in ([opts, opts[:2]] if opts else []):
         tried = k.copy()
         try:
             for opt in candidate:
@@ -142,6 +151,18 @@ def hand_coded_optimizations(k):
             return split_into_threads(tried)
         except KernelOptError:
             pass
+    return None
+
+
+def hand_coded_optimizations(k):
+    """tinygrad's heuristic, with matmul_opts first (with the tile measured on this CPU where tune.py has one); an
+    option that does not fit the kernel's shape falls back."""
+    if vectorizable_loop(k):
+        return split_into_threads(k)
+    tuned = tune.tile_for(k, with_tile, VECTOR_FLOATS) if tune is not None and matmul_opts(k) else None
+    tiled = (tuned and with_tile(k, tuned)) or with_tile(k)
+    if tiled is not None:
+        return tiled
     k = _tinygrad_heuristic(k)
     return k if any(o.op is OptOps.THREAD for o in k.applied_opts) else split_into_threads(k)
 
@@ -177,6 +198,8 @@ def install(device: str | None = None) -> bool:
     if wide is None and codegen.memory_coalescing is _tinygrad_coalescing:
         print("warning: nanogpt_tg.cpu.kernels: tinygrad's memory_coalescing has changed; vector loads stay at "
               "tinygrad's 4 floats", file=sys.stderr)
+    if tune is not None and os.environ.get("NANOGPT_TG_TUNE", "0") not in ("", "0") and not tune.searching:
+        tune.start(float(os.environ.get("NANOGPT_TG_TUNE_MINUTES", "10")))
     heuristic.hand_coded_optimizations = hand_coded_optimizations
     codegen.memory_coalescing = wide or _tinygrad_coalescing
     worker._init_worker = _init_worker  # pools started after this run it; one started before keeps tinygrad's

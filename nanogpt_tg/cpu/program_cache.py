@@ -44,8 +44,9 @@ def kernel_options() -> str:
         return f"tinygrad {tinygrad_version()}, its own heuristic"
     from . import kernels
     source = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+    tuned = kernels.tune.generation() if kernels.tune is not None else "no tune"
     return repr((tinygrad_version(), kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K, kernels.WIDE_LOADS,
-                 kernels.THREAD_MIN_OPS, source))
+                 kernels.THREAD_MIN_OPS, source, tuned))
 
 
 def _disk_key(key: tuple) -> str:
@@ -136,8 +137,8 @@ def _call_info_repr(self) -> str:
 def install(device: str | None = None) -> bool:
     """Use the disk-backed program and schedule caches from now on (idempotent)."""
     global _options
-    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0":
-        return False
+    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or os.environ.get("NANOGPT_TG_TUNE", "0") not in ("", "0"):
+        return False  # a search (NANOGPT_TG_TUNE) must see every kernel it tunes, not a program kept from before
     if isinstance(realize.to_program_cache, DiskBackedPrograms):
         return True
     _options = kernel_options()
