@@ -71,22 +71,30 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return a @ b
 
 
-# dW = g.T @ x sums over the tokens. From this many tokens, in chunks of GRAD_CHUNK: one partial dW per chunk, then
-# their sum. Over all the tokens at once, each output tile streams a strided column strip of g and x from memory (the
-# strips outgrow the caches); over a chunk they stay in cache (BENCHMARKS.md: the preset's dW kernels 2.5-4x faster).
+# dW = g.T @ x sums over the tokens. From this many tokens, in chunks: one partial dW per chunk, then their sum. Over
+# all the tokens at once, each output tile streams a strided column strip of g and x from memory (the strips outgrow
+# the caches); over a chunk they stay in cache. Chunks of MIN_GRAD_CHUNK tokens, larger when that would make more than
+# MAX_GRAD_CHUNKS partials (each a whole dW written and read again). BENCHMARKS.md: the preset's dW kernels 2.5-4x
+# faster, the README config's step ~10%.
 MIN_ROWS_FOR_CHUNKED_GRAD = 512
-GRAD_CHUNK = 256
+MIN_GRAD_CHUNK, MAX_GRAD_CHUNKS = 128, 64
+
+
+def grad_chunk(tokens: int) -> int | None:
+    """Tokens per chunk of the weight gradient's sum, or None to sum over all of them at once."""
+    chunk = max(MIN_GRAD_CHUNK, tokens // MAX_GRAD_CHUNKS)
+    return chunk if tokens >= MIN_ROWS_FOR_CHUNKED_GRAD and tokens % chunk == 0 else None
 
 
 def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
     """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large, each
     chunk's x in panels of columns that fit the cache (as matmul's)."""
     (tokens, n_out), n_in = g2.shape, x2.shape[1]
-    if tokens < MIN_ROWS_FOR_CHUNKED_GRAD or tokens % GRAD_CHUNK:
+    if (chunk := grad_chunk(tokens)) is None:
         return g2.T @ x2
-    chunks, part = tokens // GRAD_CHUNK, panel(n_in, GRAD_CHUNK)
-    g_t = g2.reshape(chunks, 1, GRAD_CHUNK, n_out).permute(0, 1, 3, 2)  # (chunks, 1, out, chunk)
-    x_p = x2.reshape(chunks, GRAD_CHUNK, n_in // part, part).permute(0, 2, 1, 3)  # (chunks, panels, chunk, part)
+    chunks, part = tokens // chunk, panel(n_in, chunk)
+    g_t = g2.reshape(chunks, 1, chunk, n_out).permute(0, 1, 3, 2)  # (chunks, 1, out, chunk)
+    x_p = x2.reshape(chunks, chunk, n_in // part, part).permute(0, 2, 1, 3)  # (chunks, panels, chunk, part)
     partial = stored(g_t @ x_p)  # (chunks, panels, out, part)
     return partial.sum(0).permute(1, 0, 2).reshape(n_out, n_in)
 

@@ -137,14 +137,16 @@ def test_linear_output_and_gradients_match_numpy(rows, bias):
 
 
 def test_linear_weight_gradient_over_many_tokens_matches_numpy():
-    """From MIN_ROWS_FOR_CHUNKED_GRAD tokens on, dW = g.T @ x is summed in chunks of GRAD_CHUNK tokens
-    (layers.weight_grad): the same numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4
-    relative, plus 1e-3 absolute."""
-    from nanogpt_tg.layers import GRAD_CHUNK, MIN_ROWS_FOR_CHUNKED_GRAD, Linear
+    """From MIN_ROWS_FOR_CHUNKED_GRAD tokens on, dW = g.T @ x is summed in chunks of tokens (layers.weight_grad):
+    the same numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4 relative, plus 1e-3
+    absolute."""
+    from nanogpt_tg.layers import MAX_GRAD_CHUNKS, MIN_GRAD_CHUNK, MIN_ROWS_FOR_CHUNKED_GRAD, Linear, grad_chunk
 
+    assert grad_chunk(MIN_ROWS_FOR_CHUNKED_GRAD - MIN_GRAD_CHUNK) is None and grad_chunk(768) == MIN_GRAD_CHUNK
+    assert grad_chunk(16384) == 16384 // MAX_GRAD_CHUNKS and grad_chunk(1000) is None
     rng = np.random.default_rng(7)
-    rows = MIN_ROWS_FOR_CHUNKED_GRAD
-    assert rows % GRAD_CHUNK == 0 and rows > GRAD_CHUNK  # the chunked path
+    rows = 4096
+    assert grad_chunk(rows) == MIN_GRAD_CHUNK  # the chunked path, 32 chunks
     lin = Linear(16, 24, bias=True)
     w = rng.standard_normal((24, 16))
     lin.weight = Tensor(w.astype(np.float32)).contiguous().realize()
@@ -165,9 +167,9 @@ def test_linear_in_cache_sized_panels_matches_numpy(monkeypatch, in_features, ou
     plus 1e-3 absolute (float32 sums of up to 4096 O(1) products). PANEL_BYTES is made small so small shapes panel."""
     from nanogpt_tg import layers
 
-    monkeypatch.setattr(layers, "PANEL_BYTES", 32 << 10)
+    monkeypatch.setattr(layers, "PANEL_BYTES", 16 << 10)
     rows, wide, narrow = layers.MIN_ROWS_FOR_BLOCKING, max(in_features, out_features), min(in_features, out_features)
-    assert layers.panel(wide, narrow) < wide and layers.panel(in_features, layers.GRAD_CHUNK) < in_features  # panels
+    assert layers.panel(wide, narrow) < wide and layers.panel(in_features, layers.grad_chunk(rows)) < in_features
     rng = np.random.default_rng(12)
     lin = layers.Linear(in_features, out_features, bias=True)
     w, b = rng.standard_normal((out_features, in_features)), rng.standard_normal(out_features)
