@@ -54,6 +54,7 @@ class BenchConfig:
     num_samples: int = 10  # also time sample.py's default of 10 samples (ours at once, torch one by one); 1 skips it
     # cold start: time from `python train.py ...` to its first iter line, fresh kernel cache then warm
     cold_start: bool = False
+    start_eval_iters: int = 20  # --eval_iters of that train.py run (the README's 20; its step-0 eval comes first)
 
 
 def flops_per_iter(model: GPT, cfg: BenchConfig) -> float:
@@ -152,7 +153,7 @@ def bench_sampling(cfg: BenchConfig, model: GPT, torch_model, rows: int) -> dict
 def train_command(cfg: BenchConfig) -> list[str]:
     """The README CPU command, run until its first iter line."""
     return [sys.executable, "train.py", "config/train_shakespeare_char.py", f"--device={cfg.device}", "--compile=False",
-            "--eval_iters=20", "--log_interval=1", f"--block_size={cfg.block_size}", f"--batch_size={cfg.batch_size}",
+            f"--eval_iters={cfg.start_eval_iters}", "--log_interval=1", f"--block_size={cfg.block_size}", f"--batch_size={cfg.batch_size}",
             f"--n_layer={cfg.n_layer}", f"--n_head={cfg.n_head}", f"--n_embd={cfg.n_embd}", "--max_iters=2000",
             "--lr_decay_iters=2000", f"--dropout={cfg.dropout}", f"--dataset={cfg.dataset}"]
 
