@@ -18,7 +18,7 @@ from tinygrad import Tensor
 
 from .config import TrainConfig
 from .data import load_split, random_offsets
-from .device import set_device
+from .device import item, set_device
 from .model import A100_BF16_FLOPS, GPT, GPTConfig
 from .tokenizer import load as load_tokenizer
 from .compat.torch_rng import TorchGenerator
@@ -82,10 +82,10 @@ def tinygrad_setup(cfg: BenchConfig, vocab_size: int):
     data = load_split(ROOT / "data" / cfg.dataset, "train")
     train_step = make_train_step(model, optimizer, data, tcfg)
 
-    def step() -> float:  # as train.py: offsets drawn on the host, then the jitted step; .item() waits for it
+    def step() -> float:  # as train.py: offsets drawn on the host, then the jitted step; item() waits for it
         ix = [random_offsets(gen, data.shape[0], cfg.batch_size, cfg.block_size)
               for _ in range(cfg.gradient_accumulation_steps)]
-        return train_step(np.stack(ix)).item()
+        return item(train_step(np.stack(ix)))
     t0 = time.perf_counter()
     step(), step()  # the jit runs eagerly, then captures: both compile
     return model, step, time.perf_counter() - t0

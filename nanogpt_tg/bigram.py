@@ -42,10 +42,13 @@ class Bigram:
     def get_num_params(self, non_embedding: bool = True) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_iter(self, fwdbwd_per_iter: int) -> float:
+        """6 flops per table entry read (one row of V per token, forward and backward)."""
+        return 6 * self.config.vocab_size * self.config.block_size * fwdbwd_per_iter
+
     def estimate_mfu(self, fwdbwd_per_iter: int, dt: float) -> float:
-        """As GPT.estimate_mfu, counting 6 flops per table entry read (one row of V per token, forward and backward)."""
-        flops_per_iter = 6 * self.config.vocab_size * self.config.block_size * fwdbwd_per_iter
-        return flops_per_iter / dt / A100_BF16_FLOPS
+        """As GPT.estimate_mfu."""
+        return self.flops_per_iter(fwdbwd_per_iter) / dt / A100_BF16_FLOPS
 
     def __call__(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """idx, targets: (B, T) int32. Returns logits (B, T, vocab_size) and the mean cross-entropy loss (or None)."""

@@ -2,7 +2,7 @@
 import os
 
 import numpy as np
-from tinygrad import Device, Tensor
+from tinygrad import Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
 from . import auto_device, cpu
@@ -66,6 +66,14 @@ def read(t: Tensor) -> np.ndarray:
     if buf is None:
         return t.numpy()
     return buffer_array(buf, t.dtype).reshape(t.shape).copy()
+
+
+def item(t: Tensor) -> float:
+    """t.item() for a one-element float tensor (a step's loss), read as read() does: Tensor.item schedules a copy
+    through tinygrad, ~1.5 ms a call on a 2-core CPU, a few percent of a small model's step."""
+    if t.dtype not in (dtypes.float32, dtypes.float16, dtypes.float64) or cpu_buffer(t) is None:
+        return t.item()
+    return float(read(t).reshape(-1)[0])
 
 
 def write(t: Tensor, values: np.ndarray):

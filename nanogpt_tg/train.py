@@ -17,7 +17,7 @@ from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, random_offsets
-from .device import set_device, write
+from .device import item, set_device, write
 from .estimate import RunEstimate
 from .interrupt import Interrupt
 from .metrics import MetricsLog
@@ -169,7 +169,7 @@ def estimate_loss(eval_steps: dict, eval_iters: int, before_batch=None) -> dict[
         for i in progress(range(eval_iters), f"eval {split}", unit="batches"):
             if before_batch is not None and before_batch(i):
                 return None
-            losses.append(step().item())
+            losses.append(item(step()))
         out[split] = float(np.mean(losses))
     return out
 
@@ -361,6 +361,7 @@ def loop(run: Run, on_metrics=None) -> dict:
         print(f"note: mfu in the iter lines is nanoGPT's, a percentage of an A100's bfloat16 peak "
               f"({A100_BF16_FLOPS / 1e12:.0f} TFLOP/s); python bench.py gives it against this device's peak too")
     losses_log = []
+    flops_per_iter = model.flops_per_iter(cfg.batch_size * cfg.gradient_accumulation_steps)
     t0 = time.time()
     local_iter_num = 0  # number of iterations in the lifetime of this process
     running_mfu = -1.0
@@ -405,7 +406,7 @@ def loop(run: Run, on_metrics=None) -> dict:
             ix += [random_offsets(s.batches, run.n_train, cfg.batch_size, cfg.block_size)
                    for _ in range(cfg.gradient_accumulation_steps - 1)]
             loss = run.train_step(np.stack(ix))
-            lossf = loss.item()  # also waits for the step to finish
+            lossf = item(loss)  # also waits for the step to finish
             if run.scaler is not None and run.scaler.skipped.item():
                 print(f"iter {s.iter_num}: float16 gradients overflowed; step skipped, loss scale now "
                       f"{run.scaler.scale.item():g}")
@@ -417,7 +418,7 @@ def loop(run: Run, on_metrics=None) -> dict:
             estimate.step(dt)
             if s.iter_num % cfg.log_interval == 0:
                 if local_iter_num >= 5:  # let the training loop settle a bit
-                    mfu = model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt)
+                    mfu = flops_per_iter / dt / A100_BF16_FLOPS  # model.estimate_mfu, its parameter count taken once
                     running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
                 print(f"iter {s.iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%"
                       f"{eta.suffix(s.iter_num)}")
