@@ -41,7 +41,7 @@ def tune(cfg: TuneConfig) -> list:
     changed = [s for s in found if s[1] != search.candidates(kernels.VECTOR_FLOATS)[0]]
     gain = sum(default - best for _, _, best, default in changed)
     print(f"tune: {len(found)} kernels searched in {time.perf_counter() - t0:.0f} s; {len(changed)} run faster with "
-          f"another tile than kernels.py's ({gain * 1e3:.0f} ms less per step, measured one kernel at a time); kept in "
+          f"another tile than kernels.py's ({gain * 1e3:.1f} ms less per step, measured one kernel at a time); kept in "
           f"tinygrad's cache for this CPU")
     return found
 
