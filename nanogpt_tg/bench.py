@@ -153,8 +153,8 @@ def bench_sampling(cfg: BenchConfig, model: GPT, torch_model, rows: int) -> dict
 def train_command(cfg: BenchConfig) -> list[str]:
     """The README CPU command, run until its first iter line."""
     return [sys.executable, "train.py", "config/train_shakespeare_char.py", f"--device={cfg.device}", "--compile=False",
-            f"--eval_iters={cfg.start_eval_iters}", "--log_interval=1", f"--block_size={cfg.block_size}", f"--batch_size={cfg.batch_size}",
-            f"--n_layer={cfg.n_layer}", f"--n_head={cfg.n_head}", f"--n_embd={cfg.n_embd}", "--max_iters=2000",
+            f"--eval_iters={cfg.start_eval_iters}", "--log_interval=1", f"--block_size={cfg.block_size}",
+            f"--batch_size={cfg.batch_size}", f"--n_layer={cfg.n_layer}", f"--n_head={cfg.n_head}", f"--n_embd={cfg.n_embd}", "--max_iters=2000",
             "--lr_decay_iters=2000", f"--dropout={cfg.dropout}", f"--dataset={cfg.dataset}"]
 
 

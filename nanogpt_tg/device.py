@@ -71,9 +71,8 @@ def read(t: Tensor) -> np.ndarray:
 def item(t: Tensor) -> float:
     """t.item() for a one-element float tensor (a step's loss), read as read() does: Tensor.item schedules a copy
     through tinygrad, ~1.5 ms a call on a 2-core CPU, a few percent of a small model's step."""
-    if t.dtype not in (dtypes.float32, dtypes.float16, dtypes.float64) or cpu_buffer(t) is None:
-        return t.item()
-    return float(read(t).reshape(-1)[0])
+    buf = cpu_buffer(t) if t.dtype in (dtypes.float32, dtypes.float16, dtypes.float64) else None
+    return t.item() if buf is None else float(buffer_array(buf, t.dtype)[0])
 
 
 def write(t: Tensor, values: np.ndarray):

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-README_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
-               "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128",
-               "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+sys.path.insert(0, str(ROOT))
+from nanogpt_tg.bench import BenchConfig, train_command  # noqa: E402
+
+README_ARGS = train_command(BenchConfig())[2:]  # the README's command, as bench.py's cold start runs it
 
 
 def run(script: str, args: list[str]) -> dict:

@@ -45,6 +45,11 @@ def missing(requires: tuple[str, ...]) -> list[str]:
     return gone
 
 
+def tune_requested() -> bool:
+    """NANOGPT_TG_TUNE=1: search the matmul tiles of kernels compiled from now on (cpu/tune.py)."""
+    return os.environ.get("NANOGPT_TG_TUNE", "0") not in ("", "0")
+
+
 def _warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
 

@@ -29,7 +29,7 @@ from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops
 
-from . import missing
+from . import missing, tune_requested
 
 try:  # tiles measured on this CPU (tune.py), optional: without the tinygrad internals it reads, kernels.py's tiles
     from . import tune
@@ -198,7 +198,7 @@ def install(device: str | None = None) -> bool:
     if wide is None and codegen.memory_coalescing is _tinygrad_coalescing:
         print("warning: nanogpt_tg.cpu.kernels: tinygrad's memory_coalescing has changed; vector loads stay at "
               "tinygrad's 4 floats", file=sys.stderr)
-    if tune is not None and os.environ.get("NANOGPT_TG_TUNE", "0") not in ("", "0") and not tune.searching:
+    if tune is not None and tune_requested() and not tune.searching:
         tune.start(float(os.environ.get("NANOGPT_TG_TUNE_MINUTES", "10")))
     heuristic.hand_coded_optimizations = hand_coded_optimizations
     codegen.memory_coalescing = wide or _tinygrad_coalescing

@@ -26,7 +26,7 @@ from tinygrad.renderer.cstyle import ClangRenderer
 import tinygrad.schedule as schedule
 from tinygrad.uop.ops import CallInfo, Ops, UOp
 
-from . import status, tinygrad_version
+from . import status, tinygrad_version, tune_requested
 
 # the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
 REQUIRES = ("tinygrad.engine.realize:to_program_cache", "tinygrad.codegen:to_program_cache",
@@ -137,7 +137,7 @@ def _call_info_repr(self) -> str:
 def install(device: str | None = None) -> bool:
     """Use the disk-backed program and schedule caches from now on (idempotent)."""
     global _options
-    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or os.environ.get("NANOGPT_TG_TUNE", "0") not in ("", "0"):
+    if os.environ.get("NANOGPT_TG_PROGRAM_CACHE", "1") == "0" or tune_requested():
         return False  # a search (NANOGPT_TG_TUNE) must see every kernel it tunes, not a program kept from before
     if isinstance(realize.to_program_cache, DiskBackedPrograms):
         return True

@@ -2,13 +2,14 @@
 
 kernels.py's tiles (UPCAST_N x UPCAST_M outputs, reduction unrolled by UNROLL_K) were timed on a few CPUs. With
 NANOGPT_TG_TUNE=1 (`python -m nanogpt_tg.tune` sets it), each matmul kernel of at least MIN_FLOPS that has no
-measured tile yet gets a handful of candidate tiles (CANDIDATES: kernels.py's first), each compiled and timed here
+measured tile yet gets a handful of candidate tiles (candidates(): kernels.py's first), each compiled and timed here
 with tinygrad's own BEAM timer on scratch buffers; the fastest is kept in tinygrad's disk cache under the kernel's
 graph, this CPU and tinygrad's version. Every later process (and tinygrad's compile workers) reads it back when it
 picks that kernel's options. The search compiles in this process (tinygrad's worker pool cannot time), shows one line
 per kernel, and stops searching at its deadline (the kernels left keep kernels.py's tiles and are searched next time).
 Measured figures: BENCHMARKS.md.
 """
+import functools
 import hashlib
 import os
 import platform
@@ -40,6 +41,7 @@ def candidates(vector_floats: int) -> list[tuple[int, int, int]]:
     return [(8, 4, 4), (8, 2, 4), (8, 8, 4), (16, 4, 4), (8, 4, 2), (8, 4, 8), (4, 4, 4)]
 
 
+@functools.cache
 def cpu_id() -> str:
     """This CPU: its model name and feature flags (two machines with the same model and flags share tiles)."""
     info = {}
