@@ -111,6 +111,20 @@ def test_exp_kernels_stay_plain_loops(applied):
     assert applied and all(o.op is OptOps.THREAD for opts in applied for o in opts), applied
 
 
+def test_sums_along_a_strided_axis_read_vectors(applied):
+    """dW's sum of partial products over token chunks, laid out as the weight (layers.weight_grad: 64 chunks of
+    (panels, out, part) = (2, 48, 16) into 48 x 32): the output axis contiguous in both buffers upcast by the vector
+    width, the chunk axis unrolled. tinygrad's heuristic left these sums scalar, one float of each partial at a time
+    (~1.4 GB/s at the preset's size). Equal to numpy's float64 sums to 1e-5."""
+    partial = np.random.default_rng(12).standard_normal((64, 2, 48, 16)).astype(np.float32)
+    got = Tensor(partial).sum(0).permute(1, 0, 2).reshape(48, 32).contiguous().numpy()
+    want = partial.astype(np.float64).sum(0).transpose(1, 0, 2).reshape(48, 32)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    upcasts = [o.arg for opts in applied for o in opts if o.op is OptOps.UPCAST]
+    unrolls = [o.arg for opts in applied for o in opts if o.op is OptOps.UNROLL]
+    assert upcasts == [kernels.fit(16, kernels.VECTOR_FLOATS)] and unrolls == [kernels.UNROLL_K], applied
+
+
 def test_one_row_products_are_vectorized_along_their_outputs(applied):
     """A matrix-vector product (a sampler's last position): the outputs upcast by the vector tile, the reduction
     unrolled; tinygrad's heuristic ran these at ~2 GFLOP/s here. Equal to numpy's to 1e-5."""

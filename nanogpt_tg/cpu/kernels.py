@@ -124,6 +124,31 @@ def matmul_opts(k, tile: tuple[int, int, int] | None = None) -> list[Opt] | None
     return [o for o in opts if o.arg > 1] or None
 
 
+def unit_stride(buf, rng) -> bool:
+    """rng is a term of its own in buffer buf's index: consecutive values of rng are consecutive elements of buf."""
+    return any(term is rng for term in buf.src[1].get_idx().split_uop(Ops.ADD))
+
+
+def sum_opts(k) -> list[Opt] | None:
+    """The options for a sum-reduce kernel k that is no matmul (every input depends on every output axis) and sums
+    along a strided axis, e.g. the sum of dW's partial products over token chunks or a bias gradient; else None.
+
+    The output axis contiguous in every buffer goes in vectors and the reduction is unrolled, so each step reads a
+    vector from each summand. tinygrad's heuristic left the preset's dW sums scalar, one float of each of 64 partials
+    at a time (~1.4 GB/s on Zen 4; BENCHMARKS.md). Sums along a contiguous axis (softmax, LayerNorm) are left to it."""
+    if k.ren.has_local or k.reduceop is None or k.reduceop.arg[0] is not Ops.ADD or not k.unrollable_dims:
+        return None
+    reduce_axis = k.unrollable_dims[-1]
+    if any(unit_stride(b, k.rngs[reduce_axis]) for b in k.bufs):
+        return None
+    contiguous = [a for a in k.upcastable_dims if all(unit_stride(b, k.rngs[a]) for b in k.bufs)]
+    if not contiguous:
+        return None
+    opts = [Opt(OptOps.UPCAST, contiguous[-1], fit(k.full_shape[contiguous[-1]], VECTOR_FLOATS)),
+            Opt(OptOps.UNROLL, len(k.unrollable_dims) - 1, fit(k.full_shape[reduce_axis], UNROLL_K))]
+    return [o for o in opts if o.arg > 1] or None
+
+
 def fit(size: int, want: int) -> int:
     """The largest divisor of size up to want: a tile of the axis (a 65-token vocabulary: 13 for 16, 5 for 8)."""
     return next(d for d in range(min(want, size), 0, -1) if size % d == 0)
@@ -143,7 +168,13 @@ def with_tile(k, tile: tuple[int, int, int] | None = None):
     """A copy of k with matmul_opts(k, tile) applied (without the unroll if the reduction does not divide) and split
     into threads; None when k is no matmul or the tile does not fit its shape."""
     opts = matmul_opts(k, tile)
-    for candidate in ([opts, opts[:2]] if opts else []):
+    return with_opts(k, opts, opts[:2]) if opts else None
+
+
+def with_opts(k, *candidates: list[Opt]):
+    """A copy of k with the first of the candidate option lists that fits its shape applied, split into threads; None
+    when none fits."""
+    for candidate in candidates:
         tried = k.copy()
         try:
             for opt in candidate:
@@ -154,13 +185,19 @@ def with_tile(k, tile: tuple[int, int, int] | None = None):
     return None
 
 
+def with_sum_opts(k):
+    """A copy of k with sum_opts(k) applied (without the unroll if it does not fit), split into threads; else None."""
+    opts = sum_opts(k)
+    return with_opts(k, opts, opts[:1]) if opts else None
+
+
 def hand_coded_optimizations(k):
     """tinygrad's heuristic, with matmul_opts first (with the tile measured on this CPU where tune.py has one); an
     option that does not fit the kernel's shape falls back."""
     if vectorizable_loop(k):
         return split_into_threads(k)
     tuned = tune.tile_for(k, with_tile, VECTOR_FLOATS) if tune is not None and matmul_opts(k) else None
-    tiled = (tuned and with_tile(k, tuned)) or with_tile(k)
+    tiled = (tuned and with_tile(k, tuned)) or with_tile(k) or with_sum_opts(k)
     if tiled is not None:
         return tiled
     k = _tinygrad_heuristic(k)
