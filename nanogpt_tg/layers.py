@@ -165,6 +165,40 @@ class TransposedCopies:
             lin.weight_t = None
 
 
+# --- attention's two products. q, k and v are views of c_attn's output, each token's row 3 * n_embd apart, so a matmul
+# kernel vectorizing over keys (the scores' contiguous axis) gathers k and v one float at a time: these read them
+# transposed into a buffer (a copy of ~1% of the product's time). The preset's attention forward and backward on one
+# Zen 4 core: 653 -> 439 ms per layer (BENCHMARKS.md).
+def _scores(q: Tensor, k: Tensor) -> Tensor:
+    return q @ stored(k.transpose(-2, -1))
+
+
+def _scores_grad(grad, call):
+    q, k = tg.call_inputs(call)
+    g = Tensor(grad)
+    return tg.grads(g @ k, g.transpose(-2, -1) @ q)  # both read k and q along their contiguous head dimension
+
+
+def scores(q: Tensor, k: Tensor) -> Tensor:
+    """q @ k.transpose(-2, -1), k transposed into a buffer first; the gradient from q and k as they are."""
+    return tg.call(_scores, _scores_grad, q, k)
+
+
+def _weighted(att: Tensor, v: Tensor) -> Tensor:
+    return att @ v
+
+
+def _weighted_grad(grad, call):
+    att, v = tg.call_inputs(call)
+    g = Tensor(grad)
+    return tg.grads(g @ stored(v.transpose(-2, -1)), att.transpose(-2, -1) @ g)
+
+
+def weighted(att: Tensor, v: Tensor) -> Tensor:
+    """att @ v, whose backward reads v transposed into a buffer for att's gradient (g @ v^T)."""
+    return tg.call(_weighted, _weighted_grad, att, v)
+
+
 MAX_VOCAB_FOR_ONE_HOT = 4096
 
 

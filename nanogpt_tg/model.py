@@ -12,7 +12,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 
 from .compat.init import nanogpt_init
 from .compat.torch_rng import TorchGenerator
-from .layers import Embedding, Linear, gelu, softmax, split, stored, stored_grad
+from .layers import Embedding, Linear, gelu, scores, softmax, split, stored, stored_grad, weighted
 
 A100_BF16_FLOPS = 312e12  # nanoGPT's unit of MFU: an A100's bfloat16 peak
 
@@ -70,10 +70,11 @@ class CausalSelfAttention:
         if last_only:
             q, mask, T = q[:, :, -1:], mask[..., -1:, :], 1
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+        # (the full sequence's products through layers.scores and layers.weighted, which read k and v transposed)
+        att = (q @ k.transpose(-2, -1) if cache is not None else scores(q, k)) * (1.0 / math.sqrt(k.shape[-1]))
         att = softmax(mask.where(att, float("-inf")).float()).cast(q.dtype)  # the softmax in float32
         att = att.dropout(self.dropout)
-        y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+        y = att @ v if cache is not None else weighted(att, v)  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
         # output projection
         return stored_grad(self.c_proj(y).dropout(self.dropout))  # a residual branch: its gradient summed once

@@ -184,3 +184,30 @@ def test_linear_in_cache_sized_panels_matches_numpy(monkeypatch, in_features, ou
     np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dw.numpy(), g2.T @ x2, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(db.numpy(), g2.sum(0), rtol=1e-4, atol=1e-3)
+
+
+def test_attention_products_from_views_of_qkv_match_numpy():
+    """layers.scores (q @ k^T, k transposed into a buffer) and layers.weighted (att @ v, v transposed in its backward),
+    on q, k, v as the model has them: views of one (B, T, 3C) buffer. The products and the gradients of
+    sum(g1 * scores) + sum(g2 * weighted) with respect to that buffer and att equal numpy's float64 to 1e-5 relative
+    plus 1e-5 absolute (float32 sums of 12-16 O(1) products)."""
+    from nanogpt_tg.layers import scores, weighted
+
+    B, T, nh, hs = 2, 12, 3, 8
+    C = nh * hs
+    rng = np.random.default_rng(13)
+    qkv, att = rng.standard_normal((B, T, 3 * C)), rng.standard_normal((B, nh, T, T))
+    g1, g2 = rng.standard_normal((B, nh, T, T)), rng.standard_normal((B, nh, T, hs))
+    qkv_t, att_t = [Tensor(a.astype(np.float32)).contiguous().realize() for a in (qkv, att)]
+    q, k, v = [t.reshape(B, T, nh, hs).transpose(1, 2) for t in qkv_t.split(C, dim=-1)]
+    s, y = scores(q, k), weighted(att_t, v)
+    loss = (s * Tensor(g1.astype(np.float32))).sum() + (y * Tensor(g2.astype(np.float32))).sum()
+    d_qkv, d_att = loss.gradient(qkv_t, att_t)
+
+    qn, kn, vn = [a.reshape(B, T, nh, hs).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, axis=-1)]
+    np.testing.assert_allclose(s.numpy(), qn @ kn.transpose(0, 1, 3, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y.numpy(), att @ vn, rtol=1e-5, atol=1e-5)
+    dq, dk, dv = g1 @ kn, g1.transpose(0, 1, 3, 2) @ qn, att.transpose(0, 1, 3, 2) @ g2
+    want = np.concatenate([d.transpose(0, 2, 1, 3).reshape(B, T, C) for d in (dq, dk, dv)], axis=-1)
+    np.testing.assert_allclose(d_qkv.numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_att.numpy(), g2 @ vn.transpose(0, 1, 3, 2), rtol=1e-5, atol=1e-5)
