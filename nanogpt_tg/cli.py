@@ -11,7 +11,7 @@ USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, Floa
 
 def run(fn, *args):
     """Call fn(*args); print a user error as `error: ...` and exit 1 (NANOGPT_TG_DEBUG=1 shows the traceback).
-    A Ctrl-C or SIGTERM that stopped it prints its line and exits 130."""
+    A Ctrl-C or SIGTERM that stopped it (a training run after its save too) prints its line and exits 130."""
     interrupt.catching = True
     try:
         return fn(*args)
@@ -22,3 +22,5 @@ def run(fn, *args):
     except KeyboardInterrupt as e:
         # quit_now, not sys.exit: at exit Python would wait for tinygrad's compile workers, which can hang
         interrupt.quit_now(str(e) if isinstance(e, interrupt.Stopped) else "interrupted")
+    finally:  # any end but a signal's (quit_now does not return)
+        interrupt.close_workers()  # now: in multiprocessing's finalizer at exit, tinygrad's compile workers can hang

@@ -12,7 +12,7 @@ catching = False  # set by cli.run: from there on a Stopped exception ends in it
 
 
 class Stopped(KeyboardInterrupt):
-    """A signal stopped the command where there was nothing to save; str() is the line to print."""
+    """A signal stopped the command: there was nothing to save, or it is saved; str() is the line to print."""
 
 
 def flush():
@@ -23,18 +23,51 @@ def flush():
             pass
 
 
-def quit_now(message: str):
-    """Print message and exit 130 at once. No cleanup runs: the shutdown of tinygrad's compile workers can hang, and
-    a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written. The workers are
-    killed, not left to finish their task."""
+def stop_pool(timeout: float) -> bool:
+    """Terminate tinygrad's compile workers (a spawn Pool); whether that ended within timeout seconds. The terminate
+    first stops the pool replacing dead workers (after a bare kill it starts new ones at once, and one still starting
+    as the process goes prints an EOFError), then ends them in milliseconds; but it waits for ever once a SIGTERM to
+    the process group (timeout, systemd, SLURM, kill -TERM -PGID; the workers ignore SIGINT only) has killed the idle
+    worker holding its task queue's lock. It is left waiting in a daemon thread, the caller kills the workers, and
+    multiprocessing's finalizer, the same wait at exit, is gone (the terminate ran it)."""
+    worker = sys.modules.get("tinygrad.engine.worker")  # not imported: there is no pool
+    # tinygrad 0.14's names; a tinygrad without them is left to its own exit
+    if getattr(worker, "worker_pool", None) is None or not callable(getattr(worker, "terminate_worker_pool", None)):
+        return True
+    ender = threading.Thread(target=worker.terminate_worker_pool, daemon=True, name="stop compile workers")
+    ender.start()
+    ender.join(timeout)
+    return not ender.is_alive()
+
+
+def kill_children():
+    """Kill the multiprocessing children (tinygrad's compile workers), not left to finish their task."""
     if "multiprocessing" in sys.modules:
         for child in sys.modules["multiprocessing"].active_children():
             child.kill()
+
+
+def quit_now(message: str):
+    """Print message and exit 130 at once. No cleanup runs: the shutdown of tinygrad's compile workers can hang
+    (stop_pool), and a checkpoint is only ever replaced whole (checkpoint.py), so nothing saved can be half written.
+    The workers are killed."""
+    stop_pool(0.5)
+    kill_children()
     flusher = threading.Thread(target=flush, daemon=True)  # from another thread: a print may hold the stream's lock
     flusher.start()
     flusher.join(timeout=1.0)
     os.write(2, f"\n{message}\n".encode())
     os._exit(EXIT_STATUS)
+
+
+def close_workers():
+    """End tinygrad's compile workers at the end of a command (cli.run), not in multiprocessing's finalizer at exit,
+    which waits for them for ever if a signal killed one (stop_pool); a pool still stuck after 5 s is killed."""
+    try:
+        if not stop_pool(5.0):
+            kill_children()
+    except KeyboardInterrupt as e:  # a signal as they end: it quits, as anywhere else
+        quit_now(str(e) if isinstance(e, Stopped) else "interrupted")
 
 
 def watch(fd: int):

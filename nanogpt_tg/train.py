@@ -1,7 +1,6 @@
 """The training loop: nanoGPT's train.py in tinygrad, one function in nanoGPT's order (lr, eval/checkpoint, step, log)."""
 import contextlib
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from .config import ConfigError, TrainConfig, check_train_config
 from .data import get_batch, load_split, random_offsets
 from .device import item, set_device, write
 from .estimate import RunEstimate
-from .interrupt import Interrupt
+from .interrupt import Interrupt, Stopped
 from .metrics import MetricsLog
 from .model import A100_BF16_FLOPS, GPT, decays
 from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
@@ -351,7 +350,8 @@ def train(cfg: TrainConfig, on_metrics=None) -> dict:
 
 
 def loop(run: Run, on_metrics=None) -> dict:
-    """nanoGPT's training loop on a set-up run (lr, eval/checkpoint, step, log), until max_iters or a signal."""
+    """nanoGPT's training loop on a set-up run (lr, eval/checkpoint, step, log), until max_iters or a signal (which
+    raises interrupt.Stopped, after its checkpoint once a step is done)."""
     cfg, model, s = run.cfg, run.model, run.state
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     metrics = MetricsLog(run.out_dir, s.iter_num, cfg.init_from, on_record=on_metrics)
@@ -387,9 +387,8 @@ def loop(run: Run, on_metrics=None) -> dict:
                 losses = estimate_loss(run.eval_steps, cfg.eval_iters, before_batch)
                 if losses is None:  # a signal: the eval ends here, and the checkpoint is the run as it was before it
                     run.checkpoint(rng_before_eval)
-                    print(f"stopped by {interrupt.requested} at iter {s.iter_num}, in its eval; resume with "
-                          "--init_from=resume")
-                    sys.exit(130)
+                    raise Stopped(f"stopped by {interrupt.requested} at iter {s.iter_num}, in its eval; resume with "
+                                  "--init_from=resume")
                 print(f"step {s.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 losses_log.append({"iter": s.iter_num, **losses})
                 metrics.log("eval", s.iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
@@ -432,8 +431,9 @@ def loop(run: Run, on_metrics=None) -> dict:
 
             if interrupt.requested:
                 run.checkpoint(s.rng())
-                print(f"stopped by {interrupt.requested} at iter {s.iter_num}; resume with --init_from=resume")
-                sys.exit(130)
+                # saved: cli.run prints the line and quits at once (quit_now), as a normal exit can hang on tinygrad's
+                # compile workers when the same signal, sent to the process group, killed them
+                raise Stopped(f"stopped by {interrupt.requested} at iter {s.iter_num}; resume with --init_from=resume")
             # termination conditions
             if s.iter_num > cfg.max_iters:
                 break

@@ -1,6 +1,8 @@
 """Ctrl-C and SIGTERM end a command with one line and status 130 at any point: during the imports, during a cold
-compile (promptly: nothing to save yet), and a second signal at once, whatever is running."""
+compile (promptly: nothing to save yet), after a save though the SIGTERM to the process group killed tinygrad's
+compile workers, and a second signal at once, whatever is running. A normal end does not wait for killed workers."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,3 +115,84 @@ def test_a_second_signal_quits_at_once_whatever_runs(tmp_path):
     # the parent's last word; a spawned worker still starting up may print its own EOFError as the parent goes
     assert r.stderr.strip().splitlines()[0] == "SIGINT again: quit at once, without saving", r.stderr
     assert time.time() - t0 < 20
+
+
+def with_compile_workers(body: str) -> str:
+    """A command's script that starts tinygrad's compile workers first, as a cold compile does (a warm kernel cache
+    needs none), and waits for them: each idle one then takes its turn holding the pool's task-queue lock."""
+    return f"""if True:
+        import multiprocessing, os, signal, sys
+        from nanogpt_tg import interrupt
+        interrupt.install("nothing to save yet")
+        from tinygrad.engine.worker import get_worker_pool
+        assert get_worker_pool().apply(int, ("7",)) == 7
+        from nanogpt_tg.cli import run
+        {body}
+    """
+
+
+def run_in_group(script: str, cwd, log: Path, *args) -> subprocess.Popen:
+    """In its own process group (session), as under timeout, systemd or SLURM, with tinygrad's compile workers on."""
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # this checkout's nanogpt_tg
+    return subprocess.Popen([sys.executable, "-u", "-c", script, *args], cwd=cwd, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": path, "PARALLEL": "2"})
+
+
+def exit_status(proc: subprocess.Popen, bound: float) -> int:
+    """proc's status within bound seconds; a process still running then is killed, with its group, and fails."""
+    try:
+        return proc.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"still running {bound:g} s later: hung at exit")
+
+
+def left_in_session(sid: int, within: float = 5.0) -> list[str]:
+    """The processes still alive in session sid after within seconds (a compile worker the run left behind would be
+    one; multiprocessing's resource tracker takes a moment to see its parent gone)."""
+    deadline = time.time() + within
+    while True:
+        left = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                left.append(stat.parent.name)
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def test_sigterm_to_the_process_group_saves_and_exits_though_it_killed_the_compile_workers(workdir):
+    """`timeout`, systemd and SLURM signal the whole group: the compile workers (which ignore SIGINT only) die with
+    the idle one's lock on the pool's task queue held, and a normal exit would wait for it for ever in
+    multiprocessing's finalizer. After the save the run must still end at once, with its line and status 130."""
+    log = workdir / "group.txt"
+    script = with_compile_workers("""from nanogpt_tg.config import TrainConfig, cli
+        from nanogpt_tg.train import train
+        run(train, cli(TrainConfig, "train.py", ""))""")
+    proc = run_in_group(script, workdir, log, *ARGS, "--max_iters=100000", "--log_interval=1", "--out_dir=group")
+    wait_for(proc, lambda: "iter 1:" in log.read_text())  # armed: a step is done, the signal saves it
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert exit_status(proc, 20) == 130
+    assert not left_in_session(proc.pid)  # the workers, and the ones the pool started in place of the killed, are gone
+    out = log.read_text()
+    assert re.search(r"^stopped by SIGTERM at iter \d+; resume with --init_from=resume$", out, re.M), out
+    assert "Traceback" not in out and (workdir / "group" / "ckpt.safetensors").is_file()  # a worker's EOFError, say
+
+
+def test_a_normal_end_does_not_wait_for_killed_compile_workers(tmp_path):
+    """Compile workers killed by someone else's SIGTERM must not hang the end of a command that was not signalled."""
+    log = tmp_path / "log.txt"
+    script = with_compile_workers("""for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGTERM)
+            child.join()
+        run(print, "done")""")
+    proc = run_in_group(script, tmp_path, log)
+    assert exit_status(proc, 20) == 0, log.read_text()
+    assert not left_in_session(proc.pid)
+    assert log.read_text().splitlines()[-1] == "done"
