@@ -30,11 +30,11 @@ def stop_pool(timeout: float) -> bool:
     the process group (timeout, systemd, SLURM, kill -TERM -PGID; the workers ignore SIGINT only) has killed the idle
     worker holding its task queue's lock. It is left waiting in a daemon thread, the caller kills the workers, and
     multiprocessing's finalizer, the same wait at exit, is gone (the terminate ran it)."""
-    worker = sys.modules.get("tinygrad.engine.worker")  # not imported: there is no pool
-    # tinygrad 0.14's names; a tinygrad without them is left to its own exit
-    if getattr(worker, "worker_pool", None) is None or not callable(getattr(worker, "terminate_worker_pool", None)):
+    tg = sys.modules.get("nanogpt_tg.tg")  # not imported: no model was built, so no kernel compiled and no pool
+    terminate = tg.compile_pool_terminator() if tg is not None else None
+    if terminate is None:
         return True
-    ender = threading.Thread(target=worker.terminate_worker_pool, daemon=True, name="stop compile workers")
+    ender = threading.Thread(target=terminate, daemon=True, name="stop compile workers")
     ender.start()
     ender.join(timeout)
     return not ender.is_alive()

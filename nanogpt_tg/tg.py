@@ -1,9 +1,9 @@
 """Every use of a private tinygrad name outside the CPU speed layer (nanogpt_tg/cpu/), in one place, for tinygrad 0.14.
 
 When tinygrad renames one of these, this module is the one to change: the devices' order and OpenCL device types
-(--device=auto), the RNG's per-device state (exact resume), TinyJit's call counter, raw CPU buffers (the sampler's
-and the train step's inputs and outputs), custom gradients (layers.py), bfloat16 emulation and the optimizer's step
-(precision.py).
+(--device=auto), the compile worker pool (interrupt.py), the RNG's per-device state (exact resume), TinyJit's call
+counter, raw CPU buffers (the sampler's and the train step's inputs and outputs), custom gradients (layers.py),
+bfloat16 emulation and the optimizer's step (precision.py).
 """
 from __future__ import annotations
 
@@ -58,6 +58,16 @@ def emulate_dtype(name: str) -> bool:
         return False
     EMULATED_DTYPES.value = ",".join(filter(None, [EMULATED_DTYPES.value, name]))
     return True
+
+
+# --- tinygrad's compile workers (a spawn Pool, started by its first parallel compile)
+def compile_pool_terminator():
+    """tinygrad's function that terminates its compile worker pool, or None when no pool is running (or this tinygrad
+    lacks the names: then it is left to tinygrad's own exit). interrupt.stop_pool calls it."""
+    import tinygrad.engine.worker as worker
+
+    terminate = getattr(worker, "terminate_worker_pool", None)
+    return terminate if getattr(worker, "worker_pool", None) is not None and callable(terminate) else None
 
 
 # --- the RNG: tinygrad keeps a seed and a counter tensor per device
