@@ -135,7 +135,8 @@ def sum_opts(k) -> list[Opt] | None:
 
     The output axis contiguous in every buffer goes in vectors and the reduction is unrolled, so each step reads a
     vector from each summand. tinygrad's heuristic left the preset's dW sums scalar, one float of each of 64 partials
-    at a time (~1.4 GB/s on Zen 4; BENCHMARKS.md). Sums along a contiguous axis (softmax, LayerNorm) are left to it."""
+    at a time (~1.4 GB/s on Zen 4; BENCHMARKS.md). Sums along a contiguous axis (softmax's, LayerNorm's) are not
+    this case."""
     if k.ren.has_local or k.reduceop is None or k.reduceop.arg[0] is not Ops.ADD or not k.unrollable_dims:
         return None
     reduce_axis = k.unrollable_dims[-1]
