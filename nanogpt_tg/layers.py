@@ -167,8 +167,8 @@ class TransposedCopies:
 
 # --- attention's two products. q, k and v are views of c_attn's output, each token's row 3 * n_embd apart, so a matmul
 # kernel vectorizing over keys (the scores' contiguous axis) gathers k and v one float at a time: these read them
-# transposed into a buffer (a copy of ~1% of the product's time). The preset's attention forward and backward on one
-# Zen 4 core: 653 -> 439 ms per layer (BENCHMARKS.md).
+# transposed into a buffer (at the preset's size on one Zen 4 core the copy takes 8 ms and the scores 52 ms instead of
+# 119; attention's forward and backward 653 -> 439 ms per layer, BENCHMARKS.md).
 def _scores(q: Tensor, k: Tensor) -> Tensor:
     return q @ stored(k.transpose(-2, -1))
 
