@@ -42,7 +42,8 @@ REQUIRES = ("tinygrad.codegen.opt.heuristic:hand_coded_optimizations", "tinygrad
             "tinygrad.codegen.late.coalesce:memory_coalescing", "tinygrad.engine.worker:_init_worker",
             "tinygrad.codegen.opt.postrange:Scheduler.upcastable_dims", "tinygrad.codegen.opt.postrange:Scheduler.unrollable_dims",
             "tinygrad.codegen.opt.postrange:Scheduler.axes_of", "tinygrad.codegen.opt.postrange:Scheduler.apply_opt",
-            "tinygrad.codegen.opt.postrange:Scheduler.copy", "tinygrad.uop.ops:AxisType.WEAK", "tinygrad.codegen.opt:OptOps.THREAD")
+            "tinygrad.codegen.opt.postrange:Scheduler.copy", "tinygrad.uop.ops:AxisType.WEAK", "tinygrad.codegen.opt:OptOps.THREAD",
+            "tinygrad.uop.ops:UOp.get_idx", "tinygrad.uop.ops:UOp.split_uop")
 
 def vector_floats() -> int:
     """Floats in one SIMD register of this CPU: 16 with AVX-512, 8 with AVX2, else 4 (SSE, NEON on ARM).
