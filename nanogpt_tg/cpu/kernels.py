@@ -100,13 +100,18 @@ def _wide_coalescing():
     return namespace["memory_coalescing"]
 
 
+def cpu_sum(k) -> bool:
+    """k (a tinygrad Scheduler) is a sum-reduce with a reduction to unroll, for a renderer without local memory."""
+    return not k.ren.has_local and k.reduceop is not None and k.reduceop.arg[0] is Ops.ADD and bool(k.unrollable_dims)
+
+
 def matmul_opts(k, tile: tuple[int, int, int] | None = None) -> list[Opt] | None:
     """The options for a sum-reduce kernel k (a tinygrad Scheduler), or None to leave it to tinygrad. tile: the upcasts
     (contiguous output axis, other output axis) and the unroll, (UPCAST_N, UPCAST_M, UNROLL_K) unless given.
 
     The output axes to upcast are those some input does not depend on (a matmul's M and N: A has no N, B no M), so
     each loaded value is reused across the upcast; with one such axis, the innermost other output axis joins it."""
-    if k.ren.has_local or k.reduceop is None or k.reduceop.arg[0] is not Ops.ADD or not k.unrollable_dims:
+    if not cpu_sum(k):
         return None
     upcast_n, upcast_m, unroll_k = tile or (UPCAST_N, UPCAST_M, UNROLL_K)
     free = [a for a in k.upcastable_dims if any(k.rngs[a] not in b.src[1].get_idx().backward_slice for b in k.bufs)]
@@ -138,7 +143,7 @@ def sum_opts(k) -> list[Opt] | None:
     vector from each summand. tinygrad's heuristic left the preset's dW sums scalar, one float of each of 64 partials
     at a time (~1.4 GB/s on Zen 4; BENCHMARKS.md). Sums along a contiguous axis (softmax's, LayerNorm's) are not
     this case."""
-    if k.ren.has_local or k.reduceop is None or k.reduceop.arg[0] is not Ops.ADD or not k.unrollable_dims:
+    if not cpu_sum(k):
         return None
     reduce_axis = k.unrollable_dims[-1]
     if any(unit_stride(b, k.rngs[reduce_axis]) for b in k.bufs):
