@@ -31,6 +31,7 @@ REQUIRES = ("tinygrad.runtime.ops_cpu:MAX_ARGS", "tinygrad.runtime.ops_cpu:CPUPr
             "tinygrad.engine.jit:GraphException", "tinygrad.helpers:NUM_CPU_THREADS", "tinygrad.helpers:cache_dir")
 
 KERNEL_ARGS = ops_cpu.MAX_ARGS  # the most arguments tinygrad passes a CPU kernel
+MAX_PARTS = 0xffff  # the most parts run_parts splits a kernel into (the ticket's field); tinygrad's own runtime beyond
 _CALL = ", ".join(f"a[{i}]" for i in range(KERNEL_ARGS))
 SOURCE = r"""
 #include <pthread.h>
@@ -40,8 +41,10 @@ typedef uint64_t u64;
 typedef void (*kernel_t)(%(types)s);  /* called with every slot; a kernel reads the arguments it has */
 enum { SPINS = 20000 };               /* polls before a pool thread sleeps: about 0.1 ms */
 
-static struct { kernel_t kernel; u64 parts, slot, args[%(n)d]; } job;
-static _Atomic u64 ticket;            /* generation << 32 | next part to run */
+static struct { kernel_t kernel; u64 slot, args[%(n)d]; } job;
+/* generation << 32 | parts << 16 | next part to run: a claim reads the part count with the generation it
+   belongs to (read from job, a thread late from a finished kernel could claim a part of the next one mid-write) */
+static _Atomic u64 ticket;
 static _Atomic u64 finished;          /* parts of this generation done */
 static _Atomic int sleepers;
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -59,11 +62,11 @@ static inline void relax(void) {
 static void work(u64 gen) {
   for (;;) {
     u64 t = atomic_load(&ticket);
-    if ((t >> 32) != gen || (t & 0xffffffffu) >= job.parts) return;
+    if ((t >> 32) != gen || (t & 0xffff) >= ((t >> 16) & 0xffff)) return;
     if (!atomic_compare_exchange_weak(&ticket, &t, t + 1)) continue;
-    u64 a[%(n)d];
+    u64 a[%(n)d];  /* the claim succeeded, so this generation is not done: job is still its own */
     for (int i = 0; i < %(n)d; i++) a[i] = job.args[i];
-    a[job.slot] = t & 0xffffffffu;
+    a[job.slot] = t & 0xffff;
     job.kernel(%(call)s);
     atomic_fetch_add(&finished, 1);
   }
@@ -96,13 +99,13 @@ int start_pool(int threads) {
   return threads;
 }
 
-/* run parts 0..parts-1 of kernel, each with its part number in args[slot], and return when all are done */
+/* run parts 0..parts-1 (at most MAX_PARTS) of kernel, each with its part number in args[slot]; return when all are done */
 void run_parts(u64 kernel, u64 parts, u64 slot, const u64 *args, u64 nargs) {
-  job.kernel = (kernel_t)kernel; job.parts = parts; job.slot = slot;
+  job.kernel = (kernel_t)kernel; job.slot = slot;
   for (u64 i = 0; i < %(n)d; i++) job.args[i] = i < nargs ? args[i] : 0;
   atomic_store(&finished, 0);
   u64 gen = (atomic_load(&ticket) >> 32) + 1;
-  atomic_store(&ticket, gen << 32);
+  atomic_store(&ticket, gen << 32 | parts << 16);
   pthread_mutex_lock(&mutex);
   if (sleepers) pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&mutex);
@@ -145,7 +148,7 @@ def _library() -> ctypes.CDLL:
 
 def call_parts(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
     """CPUProgram.__call__, with a thread-split kernel's parts run by the pool at once."""
-    if self.lvp or "core_id" not in self.runtimevars or global_size[0] < 2:
+    if self.lvp or "core_id" not in self.runtimevars or not 2 <= global_size[0] <= MAX_PARTS:
         return _tinygrad_call(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
                               timeout=timeout)
     st = time.perf_counter()
@@ -176,6 +179,8 @@ class CPUGraph(GraphRunner):
                 raise GraphException(f"{info.function_name}: {len(args)} arguments")
             self.arg_pos.append({g: i for i, g in enumerate(info.globals)})
             parts = info.launch_dims(var_vals)[0][0] if "core_id" in runtime.runtimevars else 1
+            if parts > MAX_PARTS:
+                raise GraphException(f"{info.function_name}: {parts} parts")
             self.table[ENTRY * j:ENTRY * j + 4 + len(args)] = [runtime.addr, parts, runtime.runtimevars.get("core_id", 0),
                                                                len(args), *args]
 
