@@ -286,6 +286,29 @@ def test_convert_to_nanogpt_loads_in_torch(tmp_path):
     assert list(arrays) == list(expected) and all(np.array_equal(arrays[k], expected[k]) for k in arrays)
 
 
+def test_a_gpt2_finetune_converts_to_a_checkpoint_nanogpt_builds(tmp_path, capsys):
+    """A model with GPT-2's tanh GELU (a finetuned GPT-2; a resumed run's model_args name their activation too)
+    written as ckpt.pt: its model_args hold only the fields of nanoGPT's GPTConfig, so nanoGPT's GPTConfig(**model_args)
+    builds it (an activation key raised TypeError there); the activation travels in config, so reading the file back
+    gives gelu_new again; and the conversion says that nanoGPT computes the exact GELU instead."""
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("torch_nanogpt", FIXTURES.parents[2] / "tools" / "torch_nanogpt.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    arrays, info, _ = loaded("bias")
+    info = json.loads(json.dumps(info))
+    info["model_args"]["activation"] = "gelu_new"
+    write_nanogpt_checkpoint(tmp_path / "ckpt.pt", arrays, info)
+    assert "exact GELU" in capsys.readouterr().err
+    checkpoint = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)
+    nanogpt_fields = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias"}  # its model.py
+    assert set(checkpoint["model_args"]) == nanogpt_fields
+    model = ref.GPT(ref.GPTConfig(**checkpoint["model_args"]))  # nanoGPT's GELU: the exact one
+    model.load_state_dict(checkpoint["model"])
+    _, back = read_nanogpt_checkpoint(tmp_path / "ckpt.pt")
+    assert back["model_args"] == info["model_args"]
+
+
 def test_write_nanogpt_checkpoint_needs_torch(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     arrays, info, _ = loaded("bias")

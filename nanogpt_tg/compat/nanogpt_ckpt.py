@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import pickletools
+import sys
 import warnings
 import zipfile
 import zlib
@@ -29,6 +30,8 @@ PT_NAME, META_NAME = "ckpt.pt", "meta.pkl"
 # storage types torch 1.6 to 2.x write for float32, float16 and bfloat16 tensors; bfloat16 is read as raw uint16
 _STORAGES = {"FloatStorage": np.dtype("<f4"), "HalfStorage": np.dtype("<f2"), "BFloat16Storage": np.dtype("<u2")}
 _MODEL_ARGS = [f.name for f in fields(GPTConfig)]
+# nanoGPT's GPTConfig has these fields only: GPTConfig(**model_args) raises on any other (ours has activation too)
+NANOGPT_MODEL_ARGS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
 # bounds on a pickle: a nanoGPT data.pkl of GPT-2 124M with its optimizer is ~100 KB of ~20k opcodes
 MAX_PICKLE_BYTES, MAX_OPCODES, MAX_OBJECTS, MAX_DEPTH = 64 << 20, 1 << 22, 1 << 20, 64
 MAX_INFLATE = 64  # torch.save stores tensors uncompressed; a storage that inflates more than this is a zip bomb
@@ -305,6 +308,8 @@ def read_nanogpt_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], di
         "best_val_loss": _plain(obj.get("best_val_loss", 1e9)),
         "config": _plain(obj.get("config") or {}),
     }
+    if "activation" not in info["model_args"] and isinstance(info["config"], dict) and "activation" in info["config"]:
+        info["model_args"]["activation"] = info["config"]["activation"]  # where write_nanogpt_checkpoint keeps it
     return arrays, check_info(info, path, arrays)
 
 
@@ -405,10 +410,15 @@ def write_nanogpt_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], in
         raise CheckpointError(f"no model.transformer.wte.weight among the arrays; nothing to write to {path}")
     model["lm_head.weight"] = model["transformer.wte.weight"]  # tied: one storage under both names, as nanoGPT saves
     config = dict(info.get("config") or {})
+    activation = info["model_args"].get("activation", "gelu")
+    if activation != "gelu":  # kept beside the training config, which nanoGPT ignores, for the way back
+        config["activation"] = activation
+        print(f"note: this model computes GPT-2's tanh GELU ({activation}); nanoGPT's GPT computes the exact GELU, so "
+              "its logits there differ slightly from ours", file=sys.stderr)
     checkpoint = {
         "model": model,
         "optimizer": None,
-        "model_args": {k: info["model_args"][k] for k in _MODEL_ARGS if k in info["model_args"]},
+        "model_args": {k: info["model_args"][k] for k in NANOGPT_MODEL_ARGS if k in info["model_args"]},
         "iter_num": int(info.get("iter_num", 0)),
         "best_val_loss": float(info.get("best_val_loss", 1e9)),
         "config": config,
