@@ -1,5 +1,7 @@
 """The CPU thread pool (cpu_runtime.py): thread-split kernels go through it, and every part runs exactly once."""
+import ctypes
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -83,9 +85,6 @@ def test_every_part_runs_once_when_kernels_have_different_part_counts(tmp_path):
     and no part of an older kernel runs with a newer one's arguments (a thread that lost the race for the last part
     once claimed a part past the end of the next kernel). Exact counts: 100,000 kernels in batches of 2,000 (run_list,
     no Python between them), none may differ; before the fix 116-350 did, with the same kernels all of 2 parts none."""
-    import ctypes
-    import subprocess
-
     set_device("cpu")
     if cpu_runtime._run_parts is None:
         pytest.skip("the pool is off")
