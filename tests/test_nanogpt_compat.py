@@ -258,11 +258,17 @@ def test_convert_to_safetensors_round_trip(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and "ckpt.pt not found" in err
 
 
-def test_convert_to_nanogpt_loads_in_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+def torch_reference():
+    """tools/torch_nanogpt.py, the PyTorch nanoGPT model the converted files are loaded into."""
     spec = importlib.util.spec_from_file_location("torch_nanogpt", FIXTURES.parents[2] / "tools" / "torch_nanogpt.py")
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
+    return ref
+
+
+def test_convert_to_nanogpt_loads_in_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    ref = torch_reference()
     meta = str(FIXTURES / "meta.pkl")
     assert convert(["--to=safetensors", str(FIXTURES / "bias"), str(tmp_path / "tg"), "--meta", meta]) == 0
     assert convert(["--to=nanogpt", str(tmp_path / "tg"), str(tmp_path / "pt")]) == 0
@@ -292,9 +298,7 @@ def test_a_gpt2_finetune_converts_to_a_checkpoint_nanogpt_builds(tmp_path, capsy
     builds it (an activation key raised TypeError there); the activation travels in config, so reading the file back
     gives gelu_new again; and the conversion says that nanoGPT computes the exact GELU instead."""
     torch = pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("torch_nanogpt", FIXTURES.parents[2] / "tools" / "torch_nanogpt.py")
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = torch_reference()
     arrays, info, _ = loaded("bias")
     info = json.loads(json.dumps(info))
     info["model_args"]["activation"] = "gelu_new"
