@@ -128,6 +128,12 @@ class Linear(nn.Linear):
 
     weight_t: Tensor | None = None
 
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        # zeros, not nn.Linear's random init: every weight is set after (compat/init.py's, a checkpoint's, GPT-2's),
+        # and tinygrad builds a random tensor's graph even when it is never computed (~0.4 s of a start, 25 Linears)
+        self.weight = Tensor.zeros(out_features, in_features)
+        self.bias = Tensor.zeros(out_features) if bias else None
+
     def __call__(self, x: Tensor) -> Tensor:
         if self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY:
             return x.linear(self.weight.T if self.weight_t is None else self.weight_t, self.bias)
@@ -209,6 +215,9 @@ class Embedding(nn.Embedding):
     materialized one-hot matrix the lookup is a matmul for the CPU's matmul kernels. Exact: each output row is one
     table row times 1.0 plus zeros. The one-hot matrix has tokens x vocab entries: beyond a few thousand words,
     tinygrad's way."""
+
+    def __init__(self, vocab_size: int, embed_size: int):
+        self.weight = Tensor.zeros(vocab_size, embed_size)  # set after, as Linear's
 
     def __call__(self, idx: Tensor) -> Tensor:
         if self.weight.shape[0] > MAX_VOCAB_FOR_ONE_HOT:

@@ -23,10 +23,15 @@ def nanogpt_init(config, gen: TorchGenerator) -> dict[str, np.ndarray]:
             gen.skip(n_out * n_in + (n_out if config.bias else 0))
     gen.skip(V * C)  # lm_head
     # 2) self.apply(self._init_weights): every Linear and Embedding weight N(0, 0.02), in module order
-    w = {"transformer.wte.weight": gen.normal(V * C, 0.0, 0.02), "transformer.wpe.weight": gen.normal(T * C, 0.0, 0.02)}
+    # (wte's draw and the c_proj weights' are overwritten below: their draws are taken, their values not computed)
+    gen.skip_normal(V * C)
+    w = {"transformer.wpe.weight": gen.normal(T * C, 0.0, 0.02)}
     for i in range(config.n_layer):
         for name, n_out, n_in in linears:
-            w[f"transformer.h.{i}.{name}.weight"] = gen.normal(n_out * n_in, 0.0, 0.02)
+            if name.endswith("c_proj"):
+                gen.skip_normal(n_out * n_in)
+            else:
+                w[f"transformer.h.{i}.{name}.weight"] = gen.normal(n_out * n_in, 0.0, 0.02)
     w["transformer.wte.weight"] = gen.normal(V * C, 0.0, 0.02)  # lm_head, tied to wte
     # 3) apply special scaled init to the residual projections, per GPT-2 paper
     for i in range(config.n_layer):
