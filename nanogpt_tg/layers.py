@@ -106,10 +106,10 @@ def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tenso
     return y + bias[0] if bias else y
 
 
-def _linear_grad(grad, call):
+def _linear_grad(grad, call, inputs: list[Tensor] | None = None):
     """The backward of x @ weight_t + bias (weight_t = weight.T copied): dx from weight itself, read along its rows'
-    contiguous in_features, where autograd would read the copy across its rows."""
-    x, weight, _, *bias = tg.call_inputs(call)
+    contiguous in_features, where autograd would read the copy across its rows. inputs: the call's, if not its own."""
+    x, weight, _, *bias = tg.call_inputs(call) if inputs is None else inputs
     g = Tensor(grad)
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
     dx = matmul(g2, weight).reshape(*g.shape[:-1], -1).cast(x.dtype)
@@ -139,6 +139,45 @@ class Linear(nn.Linear):
             return x.linear(self.weight.T if self.weight_t is None else self.weight_t, self.bias)
         args = [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
         return tg.call(_linear, _linear_grad, *args)
+
+
+# c_proj(gelu(h)) in the MLP: GELU's output is the (tokens, 4 * n_embd) input of c_proj's weight gradient. Kept from the
+# forward it is 96 MiB a layer at the preset's size, a sixth of what a step first touches (BENCHMARKS.md); recomputed
+# in the backward from h, which GELU's own gradient keeps anyway, it costs one more GELU per layer.
+def _gelu_linear(approximate: str):
+    def body(h: Tensor, *linear_args: Tensor) -> Tensor:
+        return _linear(gelu_value(h, approximate), *linear_args)
+    return body
+
+
+def _gelu_linear_grad(grad, call, approximate: str):
+    h, weight, weight_t, *bias = tg.call_inputs(call)
+    g = Tensor(grad)
+    da = stored(matmul(g.reshape(-1, g.shape[-1]), weight).reshape(h.shape).cast(h.dtype))
+    # recomputed, not kept from the forward; read through da, so that the scheduler computes it here in the backward,
+    # not with the other layers' at its start (h is ready then): (da != da) is false but for a nan, which stays a nan
+    late_h = (da != da).where(float("nan"), h)
+    a = gelu_value(late_h, approximate)
+    _, dw, _, *db = (None if u is None else Tensor(u) for u in _linear_grad(grad, call, [a, weight, weight_t, *bias]))
+    dh = gelu_value(h, approximate).gradient(h, gradient=da)[0]
+    return tg.grads(stored(dh), dw, None, *db)
+
+
+def _gelu_linear_grad_exact(grad, call):
+    return _gelu_linear_grad(grad, call, "none")
+
+
+def _gelu_linear_grad_tanh(grad, call):
+    return _gelu_linear_grad(grad, call, "tanh")
+
+
+def gelu_linear(lin: "Linear", h: Tensor, approximate: str = "none") -> Tensor:
+    """lin(gelu(h, approximate)), with GELU's output recomputed in the backward instead of kept (see above)."""
+    if lin.weight_t is not None or prod(h.shape[:-1]) < MIN_ROWS_FOR_COPY:
+        return lin(gelu(h, approximate))
+    grad_fxn = {"none": _gelu_linear_grad_exact, "tanh": _gelu_linear_grad_tanh}[approximate]
+    args = [stored(h), lin.weight, lin.weight.T.contiguous()] + ([lin.bias] if lin.bias is not None else [])
+    return tg.call(_gelu_linear(approximate), grad_fxn, *args)
 
 
 class TransposedCopies:
@@ -243,7 +282,12 @@ def softmax(x: Tensor) -> Tensor:
     return tg.call(_softmax, _softmax_grad, x)
 
 
+def gelu_value(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU's output in a buffer. approximate: "none" is exact (erf), torch's nn.GELU(); "tanh" is OpenAI GPT-2's."""
+    return stored(x.gelu(approximate=approximate))
+
+
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """GELU with its input and output in buffers, forward and backward: otherwise the backward recomputes the matmul
-    that feeds it. approximate: "none" is exact (erf), torch's nn.GELU(); "tanh" is OpenAI GPT-2's."""
-    return stored_grad(stored(stored_grad(stored(x)).gelu(approximate=approximate)))
+    that feeds it."""
+    return stored_grad(gelu_value(stored_grad(stored(x)), approximate))

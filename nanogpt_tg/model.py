@@ -12,7 +12,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 
 from .compat.init import nanogpt_init
 from .compat.torch_rng import TorchGenerator
-from .layers import Embedding, Linear, gelu, scores, softmax, split, stored, stored_grad, weighted
+from .layers import Embedding, Linear, gelu_linear, scores, softmax, split, stored, stored_grad, weighted
 
 A100_BF16_FLOPS = 312e12  # nanoGPT's unit of MFU: an A100's bfloat16 peak
 
@@ -88,8 +88,8 @@ class MLP:
         self.approximate = {"gelu": "none", "gelu_new": "tanh"}[config.activation]
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = gelu(self.c_fc(x), self.approximate)
-        return stored_grad(self.c_proj(x).dropout(self.dropout))  # a residual branch: its gradient summed once
+        x = gelu_linear(self.c_proj, self.c_fc(x), self.approximate)  # c_proj(gelu(c_fc(x))), GELU recomputed in the backward
+        return stored_grad(x.dropout(self.dropout))  # a residual branch: its gradient summed once
 
 
 class Block:

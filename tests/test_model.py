@@ -136,6 +136,35 @@ def test_linear_output_and_gradients_match_numpy(rows, bias):
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("rows, approximate", [(40, "none"), (40, "tanh"), (5, "none")])
+def test_gelu_linear_output_and_gradients_match_numpy(rows, approximate):
+    """layers.gelu_linear(lin, h) is lin(gelu(h)), GELU's output recomputed in the backward from 32 rows on (below, the
+    plain layers): the output and the gradients of h, W and b against numpy in float64, with GELU's derivative
+    Phi(h) + h phi(h) exact or tanh's by hand. Sums of 48 O(1) terms in float32: 1e-5 relative + 1e-5 absolute."""
+    from nanogpt_tg.layers import Linear, gelu_linear
+
+    rng = np.random.default_rng(rows)
+    lin = Linear(48, 16, bias=True)
+    w, b = rng.standard_normal((16, 48)), rng.standard_normal(16)
+    lin.weight, lin.bias = (Tensor(v.astype(np.float32)).contiguous().realize() for v in (w, b))
+    h, g = rng.standard_normal((2, rows // 2, 48)), rng.standard_normal((2, rows // 2, 16))
+    ht = Tensor(h.astype(np.float32)).contiguous().realize()
+    y = gelu_linear(lin, ht, approximate)
+    dh, dw, db = (y * Tensor(g.astype(np.float32))).sum().gradient(ht, lin.weight, lin.bias)
+    if approximate == "none":
+        a = reference.gelu(h)
+        da_dh = 0.5 * (1 + np.vectorize(math.erf)(h / math.sqrt(2))) + h * np.exp(-h * h / 2) / math.sqrt(2 * math.pi)
+    else:
+        u = math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)
+        a = 0.5 * h * (1 + np.tanh(u))
+        da_dh = 0.5 * (1 + np.tanh(u)) + 0.5 * h * (1 - np.tanh(u) ** 2) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * h**2)
+    g2, a2 = g.reshape(-1, 16), a.reshape(-1, 48)
+    np.testing.assert_allclose(y.numpy(), a @ w.T + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dh.numpy(), (g @ w) * da_dh, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.numpy(), g2.T @ a2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db.numpy(), g2.sum(0), rtol=1e-5, atol=1e-5)
+
+
 def test_linear_weight_gradient_over_many_tokens_matches_numpy():
     """From MIN_ROWS_FOR_CHUNKED_GRAD tokens on, dW = g.T @ x is summed in chunks of tokens (layers.weight_grad):
     the same numbers. float32 sums of 4096 products of O(1) values against float64: 1e-4 relative, plus 1e-3
