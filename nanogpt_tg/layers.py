@@ -22,6 +22,12 @@ def stored_grad(x: Tensor) -> Tensor:
     return x.contiguous_backward()
 
 
+def read_after(x: Tensor, y: Tensor) -> Tensor:
+    """x read through y (of x's shape): a backward value computed from x alone is otherwise placed by the scheduler
+    in the forward, where x is ready, and kept until the backward. (y != y) is false but for a nan, which stays one."""
+    return (y != y).where(float("nan"), x)
+
+
 def split(x: Tensor, size: int) -> list[Tensor]:
     """x.split(size, dim=-1), each part's gradient its own buffer: fused into split's backward, each of dq, dk, dv was
     computed over all 3 * n_embd channels under a mask."""
@@ -154,10 +160,7 @@ def _gelu_linear_grad(grad, call, approximate: str):
     h, weight, weight_t, *bias = tg.call_inputs(call)
     g = Tensor(grad)
     da = stored(matmul(g.reshape(-1, g.shape[-1]), weight).reshape(h.shape).cast(h.dtype))
-    # recomputed, not kept from the forward; read through da, so that the scheduler computes it here in the backward,
-    # not with the other layers' at its start (h is ready then): (da != da) is false but for a nan, which stays a nan
-    late_h = (da != da).where(float("nan"), h)
-    a = gelu_value(late_h, approximate)
+    a = gelu_value(read_after(h, da), approximate)  # recomputed, not kept from the forward
     _, dw, _, *db = (None if u is None else Tensor(u) for u in _linear_grad(grad, call, [a, weight, weight_t, *bias]))
     dh = gelu_value(h, approximate).gradient(h, gradient=da)[0]
     return tg.grads(stored(dh), dw, None, *db)
@@ -236,7 +239,7 @@ def _weighted(att: Tensor, v: Tensor) -> Tensor:
 def _weighted_grad(grad, call):
     att, v = tg.call_inputs(call)
     g = Tensor(grad)
-    return tg.grads(g @ stored(v.transpose(-2, -1)), att.transpose(-2, -1) @ g)
+    return tg.grads(g @ stored(read_after(v, g).transpose(-2, -1)), att.transpose(-2, -1) @ g)
 
 
 def weighted(att: Tensor, v: Tensor) -> Tensor:
