@@ -112,15 +112,19 @@ def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tenso
     return y + bias[0] if bias else y
 
 
-def _linear_grad(grad, call, inputs: list[Tensor] | None = None):
-    """The backward of x @ weight_t + bias (weight_t = weight.T copied): dx from weight itself, read along its rows'
-    contiguous in_features, where autograd would read the copy across its rows. inputs: the call's, if not its own."""
-    x, weight, _, *bias = tg.call_inputs(call) if inputs is None else inputs
-    g = Tensor(grad)
+def _param_grads(g: Tensor, x: Tensor, weight: Tensor, bias: list[Tensor]) -> list[Tensor]:
+    """dW and db of x @ weight_t + bias for the output's gradient g."""
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # (tokens, out), (tokens, in)
-    dx = matmul(g2, weight).reshape(*g.shape[:-1], -1).cast(x.dtype)
-    dw = weight_grad(g2, x2).cast(weight.dtype)
-    db = [g2.sum(0).cast(bias[0].dtype)] if bias else []
+    return [weight_grad(g2, x2).cast(weight.dtype)] + ([g2.sum(0).cast(bias[0].dtype)] if bias else [])
+
+
+def _linear_grad(grad, call):
+    """The backward of x @ weight_t + bias (weight_t = weight.T copied): dx from weight itself, read along its rows'
+    contiguous in_features, where autograd would read the copy across its rows."""
+    x, weight, _, *bias = tg.call_inputs(call)
+    g = Tensor(grad)
+    dx = matmul(g.reshape(-1, g.shape[-1]), weight).reshape(*g.shape[:-1], -1).cast(x.dtype)
+    dw, *db = _param_grads(g, x, weight, bias)
     return tg.grads(dx, dw, None, *db)  # none for the copy: weight gets all of its gradient as dw
 
 
@@ -141,10 +145,17 @@ class Linear(nn.Linear):
         self.bias = Tensor.zeros(out_features) if bias else None
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY:
+        if self.plain(x):
             return x.linear(self.weight.T if self.weight_t is None else self.weight_t, self.bias)
-        args = [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
-        return tg.call(_linear, _linear_grad, *args)
+        return tg.call(_linear, _linear_grad, *self.call_args(x))
+
+    def plain(self, x: Tensor) -> bool:
+        """Whether x is multiplied by the weight as it is (or by the kept copy), not in a call with the copy made."""
+        return self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY
+
+    def call_args(self, x: Tensor) -> list[Tensor]:
+        """The arguments of the call (_linear's): x, the weight, its transposed copy, the bias if any."""
+        return [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
 
 
 # c_proj(gelu(h)) in the MLP: GELU's output is the (tokens, 4 * n_embd) input of c_proj's weight gradient. Kept from the
@@ -157,11 +168,11 @@ def _gelu_linear(approximate: str):
 
 
 def _gelu_linear_grad(grad, call, approximate: str):
-    h, weight, weight_t, *bias = tg.call_inputs(call)
+    h, weight, _, *bias = tg.call_inputs(call)
     g = Tensor(grad)
     da = stored(matmul(g.reshape(-1, g.shape[-1]), weight).reshape(h.shape).cast(h.dtype))
     a = gelu_value(read_after(h, da), approximate)  # recomputed, not kept from the forward
-    _, dw, _, *db = (None if u is None else Tensor(u) for u in _linear_grad(grad, call, [a, weight, weight_t, *bias]))
+    dw, *db = _param_grads(g, a, weight, bias)
     dh = gelu_value(h, approximate).gradient(h, gradient=da)[0]
     return tg.grads(stored(dh), dw, None, *db)
 
@@ -176,11 +187,10 @@ def _gelu_linear_grad_tanh(grad, call):
 
 def gelu_linear(lin: "Linear", h: Tensor, approximate: str = "none") -> Tensor:
     """lin(gelu(h, approximate)), with GELU's output recomputed in the backward instead of kept (see above)."""
-    if lin.weight_t is not None or prod(h.shape[:-1]) < MIN_ROWS_FOR_COPY:
+    if lin.plain(h):
         return lin(gelu(h, approximate))
     grad_fxn = {"none": _gelu_linear_grad_exact, "tanh": _gelu_linear_grad_tanh}[approximate]
-    args = [stored(h), lin.weight, lin.weight.T.contiguous()] + ([lin.bias] if lin.bias is not None else [])
-    return tg.call(_gelu_linear(approximate), grad_fxn, *args)
+    return tg.call(_gelu_linear(approximate), grad_fxn, *lin.call_args(h))
 
 
 class TransposedCopies:
