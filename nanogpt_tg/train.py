@@ -20,7 +20,7 @@ from .device import item, set_device, write
 from .estimate import RunEstimate
 from .interrupt import Interrupt, Stopped
 from .metrics import MetricsLog
-from .model import A100_BF16_FLOPS, GPT, decays
+from .model import A100_BF16_FLOPS, GPT, GPTConfig, decays
 from .compat.nanogpt_ckpt import load_any_checkpoint, read_vocabulary
 from .parallel import check_batch, parse_devices, replicate, split_batch
 from .precision import DTYPES, LossScaler, autocast, resolve_dtype
@@ -83,13 +83,42 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
     return norm
 
 
+# On the CPU a step whose activations would exceed this runs as row chunks of its batch, each chunk's forward and
+# backward one jitted call, their gradients summed; the optimizer then steps once, as on the whole batch. The
+# step's memory is first touched anew by every process (3.3 GiB at the preset's size: 15-20 s under a VM's
+# page faults, BENCHMARKS.md); in chunks it is about this size, the arithmetic the same.
+CPU_STEP_ACTIVATIONS = 1 << 30
+
+
+def activation_bytes(config, rows: int) -> int:
+    """About what a training step keeps for its backward, per rows rows of block_size tokens: per layer, float32
+    q, k, v, c_fc's output and five (T, n_embd) tensors, the attention probabilities, and with dropout its masks."""
+    T, C, nh = config.block_size, config.n_embd, config.n_head
+    per_layer = 4 * T * (12 * C + nh * T) + (T * (nh * T + 2 * C) if config.dropout else 0)
+    return rows * config.n_layer * per_layer
+
+
+def row_chunks(config, batch_size: int, device: str) -> int:
+    """How many row chunks a step of batch_size rows runs as: 1 off the CPU or when it fits CPU_STEP_ACTIVATIONS,
+    else the fewest that divide batch_size and fit it (one row each at worst)."""
+    if device.split(":")[0] != "CPU" or not isinstance(config, GPTConfig):  # the bigram model keeps next to nothing
+        return 1
+    return next(k for k in range(1, batch_size + 1)
+                if batch_size % k == 0 and (activation_bytes(config, batch_size // k) <= CPU_STEP_ACTIVATIONS
+                                            or k == batch_size))
+
+
 def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig,
-                    devices: tuple[str, ...] = (), scaler: LossScaler | None = None):
+                    devices: tuple[str, ...] = (), scaler: LossScaler | None = None, chunks: int | None = None):
     """step(ix): one jitted call that gathers the gradient_accumulation_steps batches at the offsets ix
     ((gradient_accumulation_steps, batch_size) int32, random_offsets) on the device, accumulates, clips, AdamW.
 
     With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
-    gradients overflowed is skipped."""
+    gradients overflowed is skipped. chunks (default row_chunks) > 1: make_chunked_train_step."""
+    if chunks is None:
+        chunks = 1 if devices or scaler is not None else row_chunks(model.config, cfg.batch_size, data.device)
+    if chunks > 1:
+        return make_chunked_train_step(model, optimizer, data, cfg, chunks)
     params = optimizer.params
     dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]  # train() resolved it already; a direct call may not
     ix = offsets_buffer((cfg.gradient_accumulation_steps, cfg.batch_size), data.device)
@@ -122,6 +151,63 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     def step(offsets: np.ndarray) -> Tensor:
         write(ix, offsets)
         return train_step()
+    return step
+
+
+def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig, chunks: int):
+    """make_train_step's step with each batch in chunks of batch_size // chunks rows, for a smaller step memory:
+    a jitted forward and backward per chunk, its gradients added into buffers, then a jitted clip and AdamW. The
+    same arithmetic up to the order of the gradients' sums; dropout draws its masks chunk by chunk. One device and
+    no loss scaling (make_train_step keeps data parallel and float16 whole)."""
+    params = optimizer.params
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
+    if cfg.batch_size % chunks:
+        raise ConfigError(f"--batch_size={cfg.batch_size} does not split into {chunks} chunks of rows")
+    rows, micro_steps = cfg.batch_size // chunks, cfg.gradient_accumulation_steps * chunks
+    print(f"each batch of {cfg.batch_size} rows runs as {chunks} chunks of {rows}, gradients summed: a smaller step "
+          f"memory (about {activation_bytes(model.config, rows) / 2**20:,.0f} MiB of activations against "
+          f"{activation_bytes(model.config, cfg.batch_size) / 2**20:,.0f}), the same arithmetic")
+    ix = offsets_buffer((rows,), data.device)
+    # 0.0 at the first chunk of a step (of a micro-step, for the loss), 1.0 after: buffers the jit reads, so the
+    # sums restart without a second capture
+    keep_grads, keep_loss = (Tensor.zeros(1, device=data.device).contiguous().realize() for _ in range(2))
+    grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+    loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()  # the mean of a micro-step's chunk losses
+
+    @TinyJit
+    @Context(TRAINING=1)
+    def chunk_step() -> Tensor:
+        optimizer.zero_grad()
+        with autocast(model, dtype):
+            x, y = get_batch(data, ix, cfg.block_size)
+            _, loss = model(x, y)
+            (loss / micro_steps).backward()  # each chunk's mean loss, scaled: the batch's mean over all of them
+        sums = [g.assign(g * keep_grads + p.grad) for g, p in zip(grads, params)]
+        optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
+        return loss_sum.assign(loss_sum * keep_loss + loss.reshape(1) / chunks).realize(*sums)
+
+    @TinyJit
+    @Context(TRAINING=1)
+    def update():
+        for g, p in zip(grads, params):
+            p.grad = g
+        if cfg.grad_clip != 0.0:
+            clip_grad_norm(params, cfg.grad_clip)
+        Tensor.realize(*optimizer.schedule_step())
+
+    realize_rng(data.device)  # dropout's
+    Tensor.realize(*get_parameters(model), *get_parameters(optimizer))
+    capture_on_first_call(chunk_step)
+    capture_on_first_call(update)
+
+    def step(offsets: np.ndarray) -> Tensor:
+        for i, chunk in enumerate(offsets.reshape(micro_steps, rows)):
+            write(ix, chunk)
+            write(keep_grads, np.array([float(i > 0)], dtype=np.float32))
+            write(keep_loss, np.array([float(i % chunks > 0)], dtype=np.float32))
+            loss = chunk_step()
+        update()
+        return loss  # the last micro-step's loss, as nanoGPT logs it
     return step
 
 

@@ -13,7 +13,8 @@ from nanogpt_tg.parallel import check_batch, parse_devices, replicate
 from nanogpt_tg.precision import LossScaler, autocast, resolve_dtype
 from nanogpt_tg.sample import load_model
 from nanogpt_tg.compat.torch_rng import TorchGenerator
-from nanogpt_tg.train import configure_optimizer, make_train_step, set_lr, train
+from nanogpt_tg.train import (CPU_STEP_ACTIVATIONS, activation_bytes, configure_optimizer, make_train_step,
+                              row_chunks, set_lr, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO = ("CPU", "CPU:1")  # tinygrad's names for CPU:0 and CPU:1: two devices in one process
@@ -24,7 +25,7 @@ BASE = dict(dataset="periodic", device="cpu", n_layer=1, n_head=2, n_embd=16, bl
 GPT_ARGS = dict(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, bias=False)
 
 
-def run_steps(devices: tuple[str, ...], steps: int, dtype: str = "float32"):
+def run_steps(devices: tuple[str, ...], steps: int, dtype: str = "float32", chunks: int | None = None):
     """steps jitted train steps from the same init and the same batches; returns the losses and the final weights."""
     cfg = TrainConfig(**{**BASE, "dtype": dtype})
     model = GPT(GPTConfig(**GPT_ARGS), verbose=False)
@@ -33,7 +34,7 @@ def run_steps(devices: tuple[str, ...], steps: int, dtype: str = "float32"):
     optimizer = configure_optimizer(model, cfg)
     scaler = LossScaler(devices or "CPU") if dtype == "float16" else None
     data = load_split("data/periodic", "train")
-    step = make_train_step(model, optimizer, data, cfg, devices, scaler)
+    step = make_train_step(model, optimizer, data, cfg, devices, scaler, chunks)
     gen = TorchGenerator(0)  # the same global batches on any number of devices
     losses = []
     for _ in range(steps):  # call 1 captures the jit, 2+ replay it
@@ -68,6 +69,26 @@ def test_two_devices_match_one(one_device):
         np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
     assert any(not np.array_equal(v, GPT(GPTConfig(**GPT_ARGS), verbose=False).state_dict()[k].numpy())
                for k, v in one.items()), "the steps changed no weight"
+
+
+def test_row_chunks_match_the_whole_batch(one_device, capsys):
+    """A step in 4 chunks of 2 rows (8 jitted chunk calls for 2 micro-batches, then one clip and AdamW) gives the
+    whole-batch step's losses and weights: the same arithmetic, but for the order of the gradients' float32 sums."""
+    one_losses, one = one_device
+    chunked_losses, chunked = run_steps((), 3, chunks=4)
+    assert "runs as 4 chunks of 2" in capsys.readouterr().out
+    np.testing.assert_allclose(chunked_losses, one_losses, rtol=1e-5)  # the last micro-batch's mean loss, as logged
+    for k in one:
+        np.testing.assert_allclose(chunked[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_row_chunks_bound_a_cpu_step_only_where_it_is_large():
+    small = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0)  # the README's CPU run
+    preset = GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.2)  # nanoGPT's preset
+    assert row_chunks(small, 12, "CPU") == 1
+    assert row_chunks(preset, 64, "CUDA") == 1 and row_chunks(preset, 64, "CPU") == 4  # 16 rows: 0.62 of 2.46 GiB
+    assert activation_bytes(preset, 16) <= CPU_STEP_ACTIVATIONS < activation_bytes(preset, 32)
+    assert row_chunks(preset, 3, "CPU") == 1 and row_chunks(preset, 61, "CPU") == 61  # prime: one row each
 
 
 def test_checkpoint_moves_between_two_devices_and_one(periodic, tmp_path):
