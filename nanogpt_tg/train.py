@@ -487,7 +487,8 @@ def loop(run: Run, on_metrics=None) -> dict:
             if cfg.eval_only:  # nanoGPT tests iter_num == 0 too, so a resumed eval_only run trained on; here it stops
                 break
 
-            # forward backward update, with optional gradient accumulation, all in one jitted call
+            # forward backward update, with optional gradient accumulation, in one jitted call (a large CPU step: one per
+            # row chunk, then one for the update)
             ix += [random_offsets(s.batches, run.n_train, cfg.batch_size, cfg.block_size)
                    for _ in range(cfg.gradient_accumulation_steps - 1)]
             loss = run.train_step(np.stack(ix))
