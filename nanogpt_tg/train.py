@@ -88,6 +88,7 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
 # step's memory is first touched anew by every process (3.3 GiB at the preset's size: 15-20 s under a VM's
 # page faults, BENCHMARKS.md); in chunks it is about this size, the arithmetic the same.
 CPU_STEP_ACTIVATIONS = 1 << 30
+KEEP = np.array([[0.0], [1.0]], dtype=np.float32)  # a chunk's sums: restart (KEEP[0]) or go on (KEEP[1])
 
 
 def activation_bytes(config, rows: int) -> int:
@@ -106,6 +107,15 @@ def row_chunks(config, batch_size: int, device: str) -> int:
     return next(k for k in range(1, batch_size + 1)
                 if batch_size % k == 0 and (activation_bytes(config, batch_size // k) <= CPU_STEP_ACTIVATIONS
                                             or k == batch_size))
+
+
+def capture_from_first_call(device: str, jits: tuple[TinyJit, ...], *holders):
+    """Make a train step's jits capture on their first call (see make_eval_steps): the lazy state they read,
+    dropout's RNG and the holders' tensors (model, optimizer, loss scaler), realized here, is all there is."""
+    realize_rng(device)
+    Tensor.realize(*[t for h in holders for t in get_parameters(h)])
+    for jit in jits:
+        capture_on_first_call(jit)
 
 
 def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig,
@@ -143,10 +153,7 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
             clip_grad_norm(params, cfg.grad_clip)
         return loss.realize(*optimizer.schedule_step(), *state)  # the last micro-step's loss, as nanoGPT logs it
 
-    # capture on the first call (see make_eval_steps): the lazy state a step reads, realized here, is all there is
-    realize_rng(data.device)  # dropout's
-    Tensor.realize(*get_parameters(model), *get_parameters(optimizer), *(get_parameters(scaler) if scaler else []))
-    capture_on_first_call(train_step)
+    capture_from_first_call(data.device, (train_step,), model, optimizer, *([scaler] if scaler else []))
 
     def step(offsets: np.ndarray) -> Tensor:
         write(ix, offsets)
@@ -195,16 +202,13 @@ def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor,
             clip_grad_norm(params, cfg.grad_clip)
         Tensor.realize(*optimizer.schedule_step())
 
-    realize_rng(data.device)  # dropout's
-    Tensor.realize(*get_parameters(model), *get_parameters(optimizer))
-    capture_on_first_call(chunk_step)
-    capture_on_first_call(update)
+    capture_from_first_call(data.device, (chunk_step, update), model, optimizer)
 
     def step(offsets: np.ndarray) -> Tensor:
         for i, chunk in enumerate(offsets.reshape(micro_steps, rows)):
             write(ix, chunk)
-            write(keep_grads, np.array([float(i > 0)], dtype=np.float32))
-            write(keep_loss, np.array([float(i % chunks > 0)], dtype=np.float32))
+            write(keep_grads, KEEP[int(i > 0)])
+            write(keep_loss, KEEP[int(i % chunks > 0)])
             loss = chunk_step()
         update()
         return loss  # the last micro-step's loss, as nanoGPT logs it
