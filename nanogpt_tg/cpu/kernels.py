@@ -72,11 +72,11 @@ def clang_target() -> str | None:
     return "CPU:CLANG:x86_64,native,prefer-vector-width=512"
 
 
-# 16x8 tiles (128 accumulators) were timed best with AVX-512's 32 registers of 16 floats (BENCHMARKS.md); with 16
-# registers (AVX2) or 4-float ones they would spill, so there the second session's 8x4 tiles (timed faster
-# than tinygrad's 3x3 with 4-float loads) are kept.
+# 16x8 tiles (128 accumulators, 8 of AVX-512's 32 registers) were timed best with AVX-512; with AVX2's 16 registers of
+# 8 floats they would spill, and 16x4 (8 registers of accumulators) was timed best there (Zen 3; BENCHMARKS.md). With
+# 4-float registers, 8x4.
 VECTOR_FLOATS = vector_floats()
-UPCAST_N, UPCAST_M, UNROLL_K = (16, 8, 4) if VECTOR_FLOATS >= 16 else (8, 4, 4)
+UPCAST_N, UPCAST_M, UNROLL_K = {16: (16, 8, 4), 8: (16, 4, 4)}.get(VECTOR_FLOATS, (8, 4, 4))
 THREAD_MIN_OPS = 16 << 10  # split a kernel into threads when each part gets this many operations (tinygrad: 128K)
 WIDE_LOADS = [n for n in (16, 8, 4, 2) if n <= VECTOR_FLOATS]  # float accesses clang may make one vector access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations

@@ -38,6 +38,8 @@ def candidates(vector_floats: int) -> list[tuple[int, int, int]]:
     """(upcast of the contiguous output axis, of the other output axis, unroll of the reduction), kernels.py's first."""
     if vector_floats >= 16:
         return [(16, 8, 4), (16, 4, 4), (16, 12, 4), (16, 16, 4), (16, 8, 2), (16, 8, 8), (8, 8, 4)]
+    if vector_floats >= 8:
+        return [(16, 4, 4), (8, 4, 4), (8, 8, 4), (16, 2, 4), (16, 6, 4), (16, 4, 2), (16, 4, 8)]
     return [(8, 4, 4), (8, 2, 4), (8, 8, 4), (16, 4, 4), (8, 4, 2), (8, 4, 8), (4, 4, 4)]
 
 
