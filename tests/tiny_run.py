@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 def tiny_run(workdir: str, device: str = "cpu", new_tokens: int = 50) -> dict:
     """Train the tiny GPT 20 steps on a periodic text in workdir, then greedily sample 50 tokens: the per-iteration
-    losses, the last eval's losses, the first sampled position's logits, and the tokens."""
+    losses, the last eval's losses, the first sampled position's logits, and the tokens. Two micro-steps per step, not
+    TrainConfig's 40: the jitted step unrolls them, and 40 took two minutes to schedule and compile from cold."""
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     from nanogpt_tg.config import TrainConfig
@@ -25,8 +26,9 @@ def tiny_run(workdir: str, device: str = "cpu", new_tokens: int = 50) -> dict:
 
     prepare_text("abcdefghij" * 300, "data/periodic", block_size=8)
     cfg = TrainConfig(dataset="periodic", out_dir="out", device=device, n_layer=1, n_head=2, n_embd=16, block_size=8,
-                      batch_size=8, dropout=0.0, bias=False, learning_rate=1e-2, min_lr=1e-3, warmup_iters=2,
-                      max_iters=20, lr_decay_iters=20, eval_interval=20, eval_iters=2, log_interval=1)
+                      batch_size=8, gradient_accumulation_steps=2, dropout=0.0, bias=False, learning_rate=1e-2,
+                      min_lr=1e-3, warmup_iters=2, max_iters=20, lr_decay_iters=20, eval_interval=20, eval_iters=2,
+                      log_interval=1)
     losses = []
     result = train(cfg, on_metrics=lambda r: losses.append(r["loss"]) if r["kind"] == "iter" else None)
     gen = Generator(result["model"], rows=1)
