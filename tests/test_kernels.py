@@ -59,29 +59,34 @@ def test_matmul_equals_numpy(applied, name):
     assert applied, "no kernel was generated"
 
 
-def test_options_are_applied(applied):
-    """A Linear-shaped product gets the 8 x 4 upcast and the unroll of 4, not tinygrad's 3 x 3."""
+@pytest.mark.parametrize("rows, small", [(64, False), (48, True)])
+def test_options_are_applied(applied, rows, small):
+    """A Linear-shaped product gets kernels.py's tile (UPCAST_N x UPCAST_M) and the unroll of 4, not tinygrad's 3 x 3;
+    one under SMALL_MACS multiply-adds (48 x 64 x 80) gets SMALL_TILE, which compiles faster."""
     rng = np.random.default_rng(8)
-    a, w = rng.standard_normal((48, 32)).astype(np.float32), rng.standard_normal((80, 32)).astype(np.float32)
-    (Tensor(a) @ Tensor(w).T).realize()
+    a, w = rng.standard_normal((rows, 64)).astype(np.float32), rng.standard_normal((80, 64)).astype(np.float32)
+    got = (Tensor(a) @ Tensor(w).T).numpy()
+    np.testing.assert_allclose(got, a.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+    assert (rows * 64 * 80 < kernels.SMALL_MACS) == small
+    upcast_n, upcast_m, unroll_k = kernels.SMALL_TILE if small else (kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K)
     upcasts = sorted(o.arg for opts in applied for o in opts if o.op is OptOps.UPCAST)
     unrolls = [o.arg for opts in applied for o in opts if o.op is OptOps.UNROLL]
-    assert upcasts == [kernels.UPCAST_M, kernels.UPCAST_N] and unrolls == [kernels.UNROLL_K], applied
+    assert upcasts == sorted([kernels.fit(rows, upcast_m), kernels.fit(80, upcast_n)]) and unrolls == [unroll_k], applied
 
 
 def test_odd_sizes_get_the_tiles_that_divide_them(applied):
-    """A 65-word vocabulary: the logits (768 x 65) and the tied weight's gradient (65 x 128, over 768 tokens) get
+    """A 65-word vocabulary: the logits (96 x 65) and the tied weight's gradient (65 x 64, over 96 tokens) get
     tiles of divisors (13 or 5 for 65), not tinygrad's heuristic, which ran them at ~15 GFLOP/s here."""
     assert [kernels.fit(65, 16), kernels.fit(65, 8), kernels.fit(768, 16), kernels.fit(7, 4)] == [13, 5, 16, 1]
     rng = np.random.default_rng(9)
-    x, w = rng.standard_normal((96, 32)).astype(np.float32), rng.standard_normal((65, 32)).astype(np.float32)
+    x, w = rng.standard_normal((96, 64)).astype(np.float32), rng.standard_normal((65, 64)).astype(np.float32)
     g = rng.standard_normal((96, 65)).astype(np.float32)
     (Tensor(x) @ Tensor(w).T).realize()
     (Tensor(g).T @ Tensor(x)).realize()
     upcasts = [sorted(o.arg for o in opts if o.op is OptOps.UPCAST) for opts in applied]
     tiles = lambda *sizes: sorted(n for n in sizes if n > 1)  # an upcast of 1 is none (65 has no divisor 2-4)
     logits = tiles(kernels.fit(65, kernels.UPCAST_N), kernels.fit(96, kernels.UPCAST_M))  # 65 the contiguous axis
-    gradient = tiles(kernels.fit(32, kernels.UPCAST_N), kernels.fit(65, kernels.UPCAST_M))
+    gradient = tiles(kernels.fit(64, kernels.UPCAST_N), kernels.fit(65, kernels.UPCAST_M))
     assert logits in upcasts and gradient in upcasts, applied
 
 

@@ -77,6 +77,9 @@ def clang_target() -> str | None:
 # 4-float registers, 8x4.
 VECTOR_FLOATS = vector_floats()
 UPCAST_N, UPCAST_M, UNROLL_K = {16: (16, 8, 4), 8: (16, 4, 4)}.get(VECTOR_FLOATS, (8, 4, 4))
+SMALL_MACS, SMALL_TILE = 1 << 18, (4, 4, 4)  # a 2-D product under 256K multiply-adds (a test's toy model) gets 4x4 tiles:
+# under ~0.1 ms either way, and a big tile's unrolled code is what takes a step of toy kernels long to compile (tiny_run
+# from cold: 67 s with 16x4 tiles, 39 s with 4x4)
 THREAD_MIN_OPS = 16 << 10  # split a kernel into threads when each part gets this many operations (tinygrad: 128K)
 WIDE_LOADS = [n for n in (16, 8, 4, 2) if n <= VECTOR_FLOATS]  # float accesses clang may make one vector access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
@@ -125,6 +128,8 @@ def matmul_opts(k, tile: tuple[int, int, int] | None = None) -> list[Opt] | None
             return [o for o in [Opt(OptOps.UPCAST, free[0], fit(k.full_shape[free[0]], upcast_n)), unroll] if o.arg > 1]
         free = sorted([free[0], rest[-1]])
     m, n = free[-2], free[-1]
+    if tile is None and prod(k.full_shape) < SMALL_MACS:
+        upcast_n, upcast_m, unroll_k = SMALL_TILE
     opts = [Opt(OptOps.UPCAST, n, fit(k.full_shape[n], upcast_n)), Opt(OptOps.UPCAST, m, fit(k.full_shape[m], upcast_m)),
             unroll]
     return [o for o in opts if o.arg > 1] or None
