@@ -26,8 +26,8 @@ def test_opencl_trains_and_samples_as_the_cpu(tiny_cpu_run, tmp_path):
     assert "runtime" not in cl["status"] or cl["status"]["runtime"] != "on"  # the CPU runtime stays off CL
     cpu = tiny_cpu_run
     # the first loss is a forward pass of the same weights on the same batch: OpenCL's own exp and log apart, equal
-    # (PoCL: 2e-5 off, of 2.32)
-    np.testing.assert_allclose(cl["losses"][0], cpu["losses"][0], rtol=0, atol=1e-4)
+    # (PoCL: 2e-5 off on one batch, 1.1e-4 on another, of 2.32; a wrong kernel is off by far more)
+    np.testing.assert_allclose(cl["losses"][0], cpu["losses"][0], rtol=0, atol=3e-4)
     # then 20 AdamW steps grow the rounding differences (PoCL: losses up to 1.1e-3 off, logits up to 5.4e-3, all O(1));
     # a wrong kernel is off by far more, and the greedy tokens must be the same
     np.testing.assert_allclose(cl["losses"], cpu["losses"], rtol=0, atol=5e-3)

@@ -161,7 +161,7 @@ def test_low_precision_steps_track_float32(one_device, dtype):
 
 def test_float16_overflow_skips_the_step(periodic):
     """A loss scale that overflows float16 skips the whole step (weights, moments) and halves the scale."""
-    cfg = TrainConfig(**{**BASE, "dtype": "float16", "gradient_accumulation_steps": 1})  # 2 took twice the compile
+    cfg = TrainConfig(**{**BASE, "dtype": "float16", "gradient_accumulation_steps": 1})  # a smaller step to compile
     model = GPT(GPTConfig(**GPT_ARGS), verbose=False)
     optimizer = configure_optimizer(model, cfg)
     scaler = LossScaler("CPU", init_scale=2.0**100)  # finite in float32, inf once a gradient is cast to float16

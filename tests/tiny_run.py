@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 def tiny_run(workdir: str, device: str = "cpu", new_tokens: int = 50) -> dict:
     """Train the tiny GPT 20 steps on a periodic text in workdir, then greedily sample 50 tokens: the per-iteration
     losses, the last eval's losses, the first sampled position's logits, and the tokens. Two micro-steps per step, not
-    TrainConfig's 40: the jitted step unrolls them, and 40 took two minutes to schedule and compile from cold."""
+    TrainConfig's 40: the jitted step unrolls them, and 40 made it the slowest step of the tests to compile."""
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     from nanogpt_tg.config import TrainConfig

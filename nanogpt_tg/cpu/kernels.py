@@ -77,9 +77,10 @@ def clang_target() -> str | None:
 # 4-float registers, 8x4.
 VECTOR_FLOATS = vector_floats()
 UPCAST_N, UPCAST_M, UNROLL_K = {16: (16, 8, 4), 8: (16, 4, 4)}.get(VECTOR_FLOATS, (8, 4, 4))
-SMALL_MACS, SMALL_TILE = 1 << 18, (4, 4, 4)  # a 2-D product under 256K multiply-adds (a test's toy model) gets 4x4 tiles:
-# under ~0.1 ms either way, and a big tile's unrolled code is what takes a step of toy kernels long to compile (tiny_run
-# from cold: 67 s with 16x4 tiles, 39 s with 4x4)
+# A 2-D product under SMALL_MACS multiply-adds (a toy model's, as in the tests) gets SMALL_TILE: it takes a fraction
+# of a millisecond with any tile, and a big tile's unrolled code is what makes a toy model's step slow to compile
+# (same sums in the same order either way; BENCHMARKS.md).
+SMALL_MACS, SMALL_TILE = 1 << 18, (4, 4, 4)
 THREAD_MIN_OPS = 16 << 10  # split a kernel into threads when each part gets this many operations (tinygrad: 128K)
 WIDE_LOADS = [n for n in (16, 8, 4, 2) if n <= VECTOR_FLOATS]  # float accesses clang may make one vector access
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
