@@ -68,8 +68,8 @@ def test_options_are_applied(applied, rows, small):
     got = (Tensor(a) @ Tensor(w).T).numpy()
     np.testing.assert_allclose(got, a.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
     assert (rows * 64 * 80 < kernels.SMALL_MACS) == small
-    tile = kernels.SMALL_TILE if small else (kernels.UPCAST_N, kernels.UPCAST_M, kernels.UNROLL_K)
-    upcast_n, upcast_m, unroll_k = tile
+    upcast_n, upcast_m, unroll_k = kernels.SMALL_TILE if small else (kernels.UPCAST_N, kernels.UPCAST_M,
+                                                                      kernels.UNROLL_K)
     upcasts = sorted(o.arg for opts in applied for o in opts if o.op is OptOps.UPCAST)
     unrolls = [o.arg for opts in applied for o in opts if o.op is OptOps.UNROLL]
     assert upcasts == sorted([kernels.fit(rows, upcast_m), kernels.fit(80, upcast_n)]), applied

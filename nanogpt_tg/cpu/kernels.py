@@ -111,7 +111,8 @@ def cpu_sum(k) -> bool:
 
 def matmul_opts(k, tile: tuple[int, int, int] | None = None) -> list[Opt] | None:
     """The options for a sum-reduce kernel k (a tinygrad Scheduler), or None to leave it to tinygrad. tile: the upcasts
-    (contiguous output axis, other output axis) and the unroll, (UPCAST_N, UPCAST_M, UNROLL_K) unless given.
+    (contiguous output axis, other output axis) and the unroll; unless given, (UPCAST_N, UPCAST_M, UNROLL_K), or
+    SMALL_TILE for a 2-D product under SMALL_MACS.
 
     The output axes to upcast are those some input does not depend on (a matmul's M and N: A has no N, B no M), so
     each loaded value is reused across the upcast; with one such axis, the innermost other output axis joins it."""
