@@ -31,51 +31,52 @@ def read_after(x: Tensor, y: Tensor) -> Tensor:
 def split(x: Tensor, size: int) -> list[Tensor]:
     """x.split(size, dim=-1), each part's gradient its own buffer: fused into split's backward, each of dq, dk, dv was
     computed over all 3 * n_embd channels under a mask."""
-    return [stored_grad(t) for t in x.split(size, dim=-1)]
+    return [stored_grad(t) for t in stored_grad(x).split(size, dim=-1)]
 
 
 # --- layers
 MIN_ROWS_FOR_COPY = 32
-MIN_ROWS_FOR_BLOCKING = 4096  # matmuls with fewer rows than this are left whole (measured at 16384; sampling: fewer)
 
 
-def cache_bytes() -> int:
-    """Bytes of one core's L2 cache (Linux sysfs), else 1 MiB (the smaller of the CPUs this was tuned on)."""
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
-            text = f.read().strip().upper()
-        return int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]] if text[-1] in "KM" else int(text)
-    except (OSError, ValueError, KeyError):
-        return 1 << 20
+# --- packed products. A CPU matmul kernel keeps a tile of a's rows in registers and streams b's columns past it,
+# reading each row of b's tile STRIP columns wide; rows of b N floats apart touch a new cache line each, which the
+# caches keep for the next tile of a only when b is small, and power-of-two widths map to a few cache sets. Copied
+# first into strips, (N / STRIP, K, STRIP), each tile's part of b is one contiguous run: the kernel then streams a past
+# each strip, and its output comes out strip by strip, (N / STRIP, M, STRIP), read by the next kernel through a view.
+# The copy reads b once; the products are 1.5-2.5x faster on one core (BENCHMARKS.md). On the CPU only: GPUs' kernels
+# stage their tiles in local memory themselves.
+STRIP = 16
+MIN_ROWS_FOR_PACKING = 32  # fewer rows of a (a sampler's one row per sample) read b as it is
 
 
-# a matmul kernel re-reads all of b (K, N) for each tile of a's rows: from L2 while b fits in a third of it (with
-# room for a's rows and the outputs), else from memory, about half as fast (BENCHMARKS.md: 16384 x 384 @ 384 x 1536)
-PANEL_BYTES = cache_bytes() // 3
+def on_cpu(t: Tensor) -> bool:
+    return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
 
 
-def panel(size: int, other: int) -> int:
-    """The largest part of an axis of `size` (all of it, else a multiple of 16 dividing it) whose panel with `other`
-    fits PANEL_BYTES; all of it when no part fits."""
-    fits = [p for p in range(16, size + 1, 16) if size % p == 0 and p * other * 4 <= PANEL_BYTES]
-    return max(fits, default=size)
+def packs(a: Tensor, n: int) -> bool:
+    """Whether a @ b, for b with n columns, multiplies b in strips (times_packed)."""
+    return on_cpu(a) and n % STRIP == 0 and a.shape[-2] >= MIN_ROWS_FOR_PACKING
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for a (M, K) and b (K, N), in panels of b that stay in cache when b does not and a has many rows.
+def pack(b: Tensor) -> Tensor:
+    """b (..., K, N) copied into strips of columns: (..., N / STRIP, K, STRIP)."""
+    *batch, k, n = b.shape
+    return stored(b.reshape(*batch, k, n // STRIP, STRIP).transpose(-3, -2))
 
-    Wide b: columns in panels, the result a view of (panels, M, part) (the next kernel reads it through the view). Tall
-    b: the K axis in parts, one partial product each, then their sum."""
-    (m, k), n = a.shape, b.shape[1]
-    if m < MIN_ROWS_FOR_BLOCKING or k * n * 4 <= PANEL_BYTES:
-        return a @ b
-    if n >= k and (part := panel(n, k)) < n:
-        out = a @ b.reshape(k, n // part, part).permute(1, 0, 2)  # (panels, M, part)
-        return stored(out).permute(1, 0, 2).reshape(m, n)
-    if (part := panel(k, n)) < k:
-        partial = a.reshape(m, k // part, part).permute(1, 0, 2) @ b.reshape(k // part, part, n)
-        return stored(partial).sum(0)
-    return a @ b
+
+def times_packed(a: Tensor, b_packed: Tensor) -> Tensor:
+    """a (..., M, K) @ b for b packed (pack(b)): (..., M, N), a view of the product computed strip by strip."""
+    *_, strips, _, strip = b_packed.shape
+    out = stored(a.unsqueeze(-3) @ b_packed)  # (..., N / STRIP, M, STRIP)
+    return out.transpose(-3, -2).reshape(*out.shape[:-3], a.shape[-2], strips * strip)
+
+
+def matmul(a: Tensor, b: Tensor, copy: bool = False) -> Tensor:
+    """a @ b for a (..., M, K) and b (..., K, N), b in strips where that is faster (packs); else, with copy, b copied
+    into a buffer first (a view that a kernel would read across its rows, as a transposed one)."""
+    if packs(a, b.shape[-1]):
+        return times_packed(a, pack(b))
+    return a @ (stored(b) if copy else b)
 
 
 # dW = g.T @ x sums over the tokens. From this many tokens, in chunks: one partial dW per chunk, then their sum. Over
@@ -95,20 +96,19 @@ def grad_chunk(tokens: int) -> int | None:
 
 def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
     """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large, each
-    chunk's x in panels of columns that fit the cache (as matmul's)."""
+    chunk's x in strips (matmul)."""
     (tokens, n_out), n_in = g2.shape, x2.shape[1]
     if (chunk := grad_chunk(tokens)) is None:
-        return g2.T @ x2
-    chunks, part = tokens // chunk, panel(n_in, chunk)
-    g_t = g2.reshape(chunks, 1, chunk, n_out).permute(0, 1, 3, 2)  # (chunks, 1, out, chunk)
-    x_p = x2.reshape(chunks, chunk, n_in // part, part).permute(0, 2, 1, 3)  # (chunks, panels, chunk, part)
-    partial = stored(g_t @ x_p)  # (chunks, panels, out, part)
-    return partial.sum(0).permute(1, 0, 2).reshape(n_out, n_in)
+        return matmul(g2.T, x2)
+    chunks = tokens // chunk
+    partial = matmul(g2.reshape(chunks, chunk, n_out).transpose(-2, -1), x2.reshape(chunks, chunk, n_in))
+    return partial.sum(0)  # (out, in), summed from the partials' strips
 
 
 def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tensor:
-    """x @ weight_t + bias, in cache-sized panels of weight_t when it is large (matmul)."""
-    y = matmul(x.reshape(-1, x.shape[-1]), weight_t).reshape(*x.shape[:-1], -1)
+    """x @ weight.T + bias, weight_t the weight's transposed copy: (in, out), or packed into strips (in_strips)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    y = (times_packed(x2, weight_t) if weight_t.ndim == 3 else x2 @ weight_t).reshape(*x.shape[:-1], -1)
     return y + bias[0] if bias else y
 
 
@@ -154,8 +154,10 @@ class Linear(nn.Linear):
         return self.weight_t is not None or prod(x.shape[:-1]) < MIN_ROWS_FOR_COPY
 
     def call_args(self, x: Tensor) -> list[Tensor]:
-        """The arguments of the call (_linear's): x, the weight, its transposed copy, the bias if any."""
-        return [stored(x), self.weight, self.weight.T.contiguous()] + ([self.bias] if self.bias is not None else [])
+        """The arguments of the call (_linear's): x, the weight, its transposed copy (in strips where packs), the bias
+        if any."""
+        w_t = pack(self.weight.T) if packs(x.reshape(-1, x.shape[-1]), self.weight.shape[0]) else self.weight.T.contiguous()
+        return [stored(x), self.weight, w_t] + ([self.bias] if self.bias is not None else [])
 
 
 # c_proj(gelu(h)) in the MLP: GELU's output is the (tokens, 4 * n_embd) input of c_proj's weight gradient. Kept from the
@@ -228,13 +230,13 @@ class TransposedCopies:
 # transposed into a buffer (at the preset's size on one Zen 4 core the copy takes 8 ms and the scores 52 ms instead of
 # 119; attention's forward and backward 653 -> 439 ms per layer, BENCHMARKS.md).
 def _scores(q: Tensor, k: Tensor) -> Tensor:
-    return q @ stored(k.transpose(-2, -1))
+    return matmul(q, k.transpose(-2, -1), copy=True)
 
 
 def _scores_grad(grad, call):
     q, k = tg.call_inputs(call)
     g = Tensor(grad)
-    return tg.grads(g @ k, g.transpose(-2, -1) @ q)  # both read k and q along their contiguous head dimension
+    return tg.grads(matmul(g, k), matmul(g.transpose(-2, -1), q))
 
 
 def scores(q: Tensor, k: Tensor) -> Tensor:
@@ -243,13 +245,13 @@ def scores(q: Tensor, k: Tensor) -> Tensor:
 
 
 def _weighted(att: Tensor, v: Tensor) -> Tensor:
-    return att @ v
+    return matmul(att, v)
 
 
 def _weighted_grad(grad, call):
     att, v = tg.call_inputs(call)
     g = Tensor(grad)
-    return tg.grads(g @ stored(read_after(v, g).transpose(-2, -1)), att.transpose(-2, -1) @ g)
+    return tg.grads(matmul(g, read_after(v, g).transpose(-2, -1), copy=True), matmul(att.transpose(-2, -1), g))
 
 
 def weighted(att: Tensor, v: Tensor) -> Tensor:

@@ -66,7 +66,9 @@ class CausalSelfAttention:
         if cache is not None:
             k, v, mask = cache.update(k, v)  # (B, nh, block_size, hs) each, and the positions each query sees
         else:
-            mask = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril()  # on x's device(s), for data parallel
+            # on x's device(s), for data parallel; in a buffer, so that the kernels reading it load it as a vector
+            # (computed inside each, the triangle made their loads conditional and the softmax's exp scalar code)
+            mask = stored(Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril())
         if last_only:
             q, mask, T = q[:, :, -1:], mask[..., -1:, :], 1
         # causal self-attention; (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)

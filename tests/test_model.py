@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from tinygrad import Tensor, dtypes
+from tinygrad import Device, Tensor, dtypes
 
 import reference
 from nanogpt_tg.model import GPT, GPTConfig
@@ -188,17 +188,14 @@ def test_linear_weight_gradient_over_many_tokens_matches_numpy():
     np.testing.assert_allclose(db.numpy(), g.sum(0), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("in_features, out_features", [(64, 512), (512, 64)])
-def test_linear_in_cache_sized_panels_matches_numpy(monkeypatch, in_features, out_features):
-    """From MIN_ROWS_FOR_BLOCKING rows on, a weight larger than PANEL_BYTES is multiplied in panels (layers.matmul):
-    a wide one by column panels, a tall one by parts of its K axis summed; the backward's dx the same way, dW in
-    chunks of tokens with panels of x's columns. Forward and all gradients equal numpy's float64 to 1e-4 relative
-    plus 1e-3 absolute (float32 sums of up to 4096 O(1) products). PANEL_BYTES is made small so small shapes panel."""
+@pytest.mark.parametrize("in_features, out_features, rows", [(48, 80, 64), (80, 48, 1024)])
+def test_linear_with_weights_in_strips_matches_numpy(in_features, out_features, rows):
+    """On the CPU, from MIN_ROWS_FOR_PACKING rows on, each product's right operand is copied into strips of STRIP
+    columns (layers.matmul): the forward's transposed weight, the backward's weight for dx, and x for dW (with 1024
+    rows, chunk by chunk). Forward and all gradients equal numpy's float64 to 1e-4 relative plus 1e-4 absolute (float32
+    sums of up to 1024 O(1) products)."""
     from nanogpt_tg import layers
 
-    monkeypatch.setattr(layers, "PANEL_BYTES", 16 << 10)
-    rows, wide, narrow = layers.MIN_ROWS_FOR_BLOCKING, max(in_features, out_features), min(in_features, out_features)
-    assert layers.panel(wide, narrow) < wide and layers.panel(in_features, layers.grad_chunk(rows)) < in_features
     rng = np.random.default_rng(12)
     lin = layers.Linear(in_features, out_features, bias=True)
     w, b = rng.standard_normal((out_features, in_features)), rng.standard_normal(out_features)
@@ -206,23 +203,27 @@ def test_linear_in_cache_sized_panels_matches_numpy(monkeypatch, in_features, ou
     lin.bias = Tensor(b.astype(np.float32)).contiguous().realize()
     x, g = rng.standard_normal((2, rows // 2, in_features)), rng.standard_normal((2, rows // 2, out_features))
     xt = Tensor(x.astype(np.float32)).contiguous().realize()
+    assert layers.packs(xt.reshape(rows, -1), out_features) == (Device.DEFAULT == "CPU")
+    assert (layers.grad_chunk(rows) is not None) == (rows == 1024)
     y = lin(xt)
     dx, dw, db = (y * Tensor(g.astype(np.float32))).sum().gradient(xt, lin.weight, lin.bias)
     g2, x2 = g.reshape(rows, -1), x.reshape(rows, -1)
-    np.testing.assert_allclose(y.numpy(), x @ w.T + b, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(dw.numpy(), g2.T @ x2, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(db.numpy(), g2.sum(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(y.numpy(), x @ w.T + b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx.numpy(), g @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw.numpy(), g2.T @ x2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db.numpy(), g2.sum(0), rtol=1e-4, atol=1e-4)
 
 
-def test_attention_products_from_views_of_qkv_match_numpy():
-    """layers.scores (q @ k^T, k transposed into a buffer) and layers.weighted (att @ v, v transposed in its backward),
-    on q, k, v as the model has them: views of one (B, T, 3C) buffer. The products and the gradients of
-    sum(g1 * scores) + sum(g2 * weighted) with respect to that buffer and att equal numpy's float64 to 1e-5 relative
-    plus 1e-5 absolute (float32 sums of 12-16 O(1) products)."""
+@pytest.mark.parametrize("T, hs", [(12, 8), (32, 16)])
+def test_attention_products_from_views_of_qkv_match_numpy(T, hs):
+    """layers.scores (q @ k^T) and layers.weighted (att @ v), on q, k, v as the model has them: views of one (B, T, 3C)
+    buffer; with 32 keys of 16 dimensions each product's right operand is copied into strips (layers.matmul), with 12
+    of 8 into a transposed buffer. The products and the gradients of sum(g1 * scores) + sum(g2 * weighted) with respect
+    to that buffer and att equal numpy's float64 to 1e-5 relative plus 1e-5 absolute (float32 sums of up to 32 O(1)
+    products)."""
     from nanogpt_tg.layers import scores, weighted
 
-    B, T, nh, hs = 2, 12, 3, 8
+    B, nh = 2, 3
     C = nh * hs
     rng = np.random.default_rng(13)
     qkv, att = rng.standard_normal((B, T, 3 * C)), rng.standard_normal((B, nh, T, T))
