@@ -46,6 +46,10 @@ MIN_ROWS_FOR_COPY = 32
 # The copy reads b once; the products are 1.5-2.5x faster on one core (BENCHMARKS.md). On the CPU only: GPUs' kernels
 # stage their tiles in local memory themselves.
 STRIP = 16
+# an a larger than A_BYTES (the preset's activations: 6-25 MB; the README config's are 0.4-1.5 MB) is multiplied ROW_TILE
+# rows at a time by all of b's strips, so that those rows stay in cache, and the product's strips are read back from
+# nearby memory; a smaller one streams past each strip whole (row tiles were slower there)
+A_BYTES, ROW_TILE = 4 << 20, 64
 MIN_ROWS_FOR_PACKING = 32  # fewer rows of a (a sampler's one row per sample) read b as it is
 
 
@@ -65,10 +69,18 @@ def pack(b: Tensor) -> Tensor:
 
 
 def times_packed(a: Tensor, b_packed: Tensor) -> Tensor:
-    """a (..., M, K) @ b for b packed (pack(b)): (..., M, N), a view of the product computed strip by strip."""
+    """a (..., M, K) @ b for b packed (pack(b)): (..., M, N), a view of the product computed strip by strip, and for
+    an a of more than A_BYTES, ROW_TILE rows of a at a time."""
+    *batch, m, k = a.shape
     *_, strips, _, strip = b_packed.shape
-    out = stored(a.unsqueeze(-3) @ b_packed)  # (..., N / STRIP, M, STRIP)
-    return out.transpose(-3, -2).reshape(*out.shape[:-3], a.shape[-2], strips * strip)
+    rows = fit(m, ROW_TILE) if m * k * a.dtype.itemsize > A_BYTES else m
+    out = stored(a.reshape(*batch, m // rows, 1, rows, k) @ b_packed.unsqueeze(-4))  # (..., M / rows, strips, rows, STRIP)
+    return out.transpose(-3, -2).reshape(*out.shape[:-4], m, strips * strip)
+
+
+def fit(size: int, want: int) -> int:
+    """The largest divisor of size up to want."""
+    return next(d for d in range(min(want, size), 0, -1) if size % d == 0)
 
 
 def matmul(a: Tensor, b: Tensor, copy: bool = False) -> Tensor:

@@ -188,14 +188,18 @@ def test_linear_weight_gradient_over_many_tokens_matches_numpy():
     np.testing.assert_allclose(db.numpy(), g.sum(0), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("in_features, out_features, rows", [(48, 80, 64), (80, 48, 1024)])
-def test_linear_with_weights_in_strips_matches_numpy(in_features, out_features, rows):
+@pytest.mark.parametrize("in_features, out_features, rows, row_tiles", [(48, 80, 64, False), (80, 48, 1024, False),
+                                                                      (48, 80, 1024, True)])
+def test_linear_with_weights_in_strips_matches_numpy(monkeypatch, in_features, out_features, rows, row_tiles):
     """On the CPU, from MIN_ROWS_FOR_PACKING rows on, each product's right operand is copied into strips of STRIP
     columns (layers.matmul): the forward's transposed weight, the backward's weight for dx, and x for dW (with 1024
-    rows, chunk by chunk). Forward and all gradients equal numpy's float64 to 1e-4 relative plus 1e-4 absolute (float32
-    sums of up to 1024 O(1) products)."""
+    rows, chunk by chunk); with row_tiles (A_BYTES made 0), every product ROW_TILE rows of its left operand at a time.
+    Forward and all gradients equal numpy's float64 to 1e-4 relative plus 1e-4 absolute (float32 sums of up to 1024
+    O(1) products)."""
     from nanogpt_tg import layers
 
+    if row_tiles:
+        monkeypatch.setattr(layers, "A_BYTES", 0)
     rng = np.random.default_rng(12)
     lin = layers.Linear(in_features, out_features, bias=True)
     w, b = rng.standard_normal((out_features, in_features)), rng.standard_normal(out_features)
