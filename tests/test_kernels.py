@@ -122,7 +122,7 @@ def test_exp_kernels_stay_plain_loops(applied):
 
 def test_sums_along_a_strided_axis_read_vectors(applied):
     """dW's sum of partial products over token chunks, laid out as the weight (layers.weight_grad: 64 chunks of
-    (panels, out, part) = (2, 48, 16) into 48 x 32): the output axis contiguous in both buffers upcast by the vector
+    (strips, out, 16) = (2, 48, 16) into 48 x 32): the output axis contiguous in both buffers upcast by the vector
     width, the chunk axis unrolled. tinygrad's heuristic left these sums scalar, one float of each partial at a time
     (~1.4 GB/s at the preset's size). Equal to numpy's float64 sums to 1e-5."""
     partial = np.random.default_rng(12).standard_normal((64, 2, 48, 16)).astype(np.float32)
