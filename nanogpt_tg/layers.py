@@ -29,8 +29,9 @@ def read_after(x: Tensor, y: Tensor) -> Tensor:
 
 
 def split(x: Tensor, size: int) -> list[Tensor]:
-    """x.split(size, dim=-1), each part's gradient its own buffer: fused into split's backward, each of dq, dk, dv was
-    computed over all 3 * n_embd channels under a mask."""
+    """x.split(size, dim=-1), each part's gradient its own buffer, and x's too: fused into split's backward, each of
+    dq, dk, dv was computed over all 3 * n_embd channels under a mask, and x's gradient (their concatenation) was read
+    by c_attn's dx and dW products through three masked loads per value."""
     return [stored_grad(t) for t in stored_grad(x).split(size, dim=-1)]
 
 
@@ -43,8 +44,8 @@ MIN_ROWS_FOR_COPY = 32
 # caches keep for the next tile of a only when b is small, and power-of-two widths map to a few cache sets. Copied
 # first into strips, (N / STRIP, K, STRIP), each tile's part of b is one contiguous run: the kernel then streams a past
 # each strip, and its output comes out strip by strip, (N / STRIP, M, STRIP), read by the next kernel through a view.
-# The copy reads b once; the products are 1.5-2.5x faster on one core (BENCHMARKS.md). On the CPU only: GPUs' kernels
-# stage their tiles in local memory themselves.
+# The copy reads b once; the products ran 1.7-2.2x faster on one Zen 3 core (BENCHMARKS.md). On the CPU only: GPUs'
+# kernels stage their tiles in local memory themselves.
 STRIP = 16
 # an a larger than A_BYTES (the preset's activations: 6-25 MB; the README config's are 0.4-1.5 MB) is multiplied ROW_TILE
 # rows at a time by all of b's strips, so that those rows stay in cache, and the product's strips are read back from
@@ -54,6 +55,7 @@ MIN_ROWS_FOR_PACKING = 32  # fewer rows of a (a sampler's one row per sample) re
 
 
 def on_cpu(t: Tensor) -> bool:
+    """t is on the CPU device (one device, not sharded)."""
     return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
 
 
@@ -70,17 +72,12 @@ def pack(b: Tensor) -> Tensor:
 
 def times_packed(a: Tensor, b_packed: Tensor) -> Tensor:
     """a (..., M, K) @ b for b packed (pack(b)): (..., M, N), a view of the product computed strip by strip, and for
-    an a of more than A_BYTES, ROW_TILE rows of a at a time."""
+    an a of more than A_BYTES (and a multiple of ROW_TILE rows), ROW_TILE rows of a at a time."""
     *batch, m, k = a.shape
     *_, strips, _, strip = b_packed.shape
-    rows = fit(m, ROW_TILE) if m * k * a.dtype.itemsize > A_BYTES else m
+    rows = ROW_TILE if m * k * a.dtype.itemsize > A_BYTES and m % ROW_TILE == 0 else m
     out = stored(a.reshape(*batch, m // rows, 1, rows, k) @ b_packed.unsqueeze(-4))  # (..., M / rows, strips, rows, STRIP)
     return out.transpose(-3, -2).reshape(*out.shape[:-4], m, strips * strip)
-
-
-def fit(size: int, want: int) -> int:
-    """The largest divisor of size up to want."""
-    return next(d for d in range(min(want, size), 0, -1) if size % d == 0)
 
 
 def matmul(a: Tensor, b: Tensor, copy: bool = False) -> Tensor:
@@ -98,6 +95,10 @@ def matmul(a: Tensor, b: Tensor, copy: bool = False) -> Tensor:
 # faster, the README config's step ~10%.
 MIN_ROWS_FOR_CHUNKED_GRAD = 512
 MIN_GRAD_CHUNK, MAX_GRAD_CHUNKS = 128, 64
+# dW's left operand is g transposed, which its kernel reads down g's columns: a cache line per token for a few outputs.
+# In strips of G_STRIP outputs (a tile's rows: 4 on AVX2, 8 on AVX-512) it is read as one run per tile, as x's strips
+# (the preset's dW products 26-35 -> 48-64 GFLOP/s on one Zen 3 core, BENCHMARKS.md)
+G_STRIP = 8
 
 
 def grad_chunk(tokens: int) -> int | None:
@@ -108,17 +109,21 @@ def grad_chunk(tokens: int) -> int | None:
 
 def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
     """g2.T @ x2 for g2 (tokens, out) and x2 (tokens, in): the weight gradient, summed chunk by chunk when large, each
-    chunk's x in strips (matmul)."""
+    chunk's x in strips (matmul), and g in strips of G_STRIP outputs where x is."""
     (tokens, n_out), n_in = g2.shape, x2.shape[1]
     if (chunk := grad_chunk(tokens)) is None:
         return matmul(g2.T, x2)
     chunks = tokens // chunk
-    partial = matmul(g2.reshape(chunks, chunk, n_out).transpose(-2, -1), x2.reshape(chunks, chunk, n_in))
-    return partial.sum(0)  # (out, in), summed from the partials' strips
+    g3, x3 = g2.reshape(chunks, chunk, n_out), x2.reshape(chunks, chunk, n_in)
+    if not (packs(g3.transpose(-2, -1), n_in) and n_out % G_STRIP == 0):
+        return matmul(g3.transpose(-2, -1), x3).sum(0)
+    g_strips = stored(g3.reshape(chunks, chunk, n_out // G_STRIP, G_STRIP).permute(0, 2, 1, 3))  # (chunks, out/8, chunk, 8)
+    out = stored(g_strips.transpose(-2, -1).unsqueeze(2) @ pack(x3).unsqueeze(1))  # (chunks, out/8, in/16, 8, STRIP)
+    return out.permute(0, 1, 3, 2, 4).reshape(chunks, n_out, n_in).sum(0)  # (out, in), summed from the partials' tiles
 
 
 def _linear(x: Tensor, weight: Tensor, weight_t: Tensor, *bias: Tensor) -> Tensor:
-    """x @ weight.T + bias, weight_t the weight's transposed copy: (in, out), or packed into strips (in_strips)."""
+    """x @ weight.T + bias, weight_t the weight's transposed copy: (in, out), or in strips (pack)."""
     x2 = x.reshape(-1, x.shape[-1])
     y = (times_packed(x2, weight_t) if weight_t.ndim == 3 else x2 @ weight_t).reshape(*x.shape[:-1], -1)
     return y + bias[0] if bias else y
@@ -238,9 +243,9 @@ class TransposedCopies:
 
 
 # --- attention's two products. q, k and v are views of c_attn's output, each token's row 3 * n_embd apart, so a matmul
-# kernel vectorizing over keys (the scores' contiguous axis) gathers k and v one float at a time: these read them
-# transposed into a buffer (at the preset's size on one Zen 4 core the copy takes 8 ms and the scores 52 ms instead of
-# 119; attention's forward and backward 653 -> 439 ms per layer, BENCHMARKS.md).
+# kernel vectorizing over keys (the scores' contiguous axis) gathers k and v one float at a time: the products read
+# them copied, in strips (matmul) or, where strips do not apply, transposed into a buffer (at the preset's size on one
+# Zen 4 core that copy took 8 ms and the scores 52 ms instead of 119; BENCHMARKS.md).
 def _scores(q: Tensor, k: Tensor) -> Tensor:
     return matmul(q, k.transpose(-2, -1), copy=True)
 
@@ -252,7 +257,7 @@ def _scores_grad(grad, call):
 
 
 def scores(q: Tensor, k: Tensor) -> Tensor:
-    """q @ k.transpose(-2, -1), k transposed into a buffer first; the gradient from q and k as they are."""
+    """q @ k.transpose(-2, -1), k^T copied first (in strips or transposed); its gradient's products the same way."""
     return tg.call(_scores, _scores_grad, q, k)
 
 
@@ -267,7 +272,7 @@ def _weighted_grad(grad, call):
 
 
 def weighted(att: Tensor, v: Tensor) -> Tensor:
-    """att @ v, whose backward reads v transposed into a buffer for att's gradient (g @ v^T)."""
+    """att @ v, whose backward reads v^T copied (in strips or transposed) for att's gradient (g @ v^T)."""
     return tg.call(_weighted, _weighted_grad, att, v)
 
 
