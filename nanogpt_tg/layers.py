@@ -64,10 +64,10 @@ def packs(a: Tensor, n: int) -> bool:
     return on_cpu(a) and n % STRIP == 0 and a.shape[-2] >= MIN_ROWS_FOR_PACKING
 
 
-def pack(b: Tensor) -> Tensor:
-    """b (..., K, N) copied into strips of columns: (..., N / STRIP, K, STRIP)."""
+def pack(b: Tensor, width: int = STRIP) -> Tensor:
+    """b (..., K, N) copied into strips of `width` columns: (..., N / width, K, width)."""
     *batch, k, n = b.shape
-    return stored(b.reshape(*batch, k, n // STRIP, STRIP).transpose(-3, -2))
+    return stored(b.reshape(*batch, k, n // width, width).transpose(-3, -2))
 
 
 def times_packed(a: Tensor, b_packed: Tensor) -> Tensor:
@@ -117,7 +117,7 @@ def weight_grad(g2: Tensor, x2: Tensor) -> Tensor:
     g3, x3 = g2.reshape(chunks, chunk, n_out), x2.reshape(chunks, chunk, n_in)
     if not (packs(g3.transpose(-2, -1), n_in) and n_out % G_STRIP == 0):
         return matmul(g3.transpose(-2, -1), x3).sum(0)
-    g_strips = stored(g3.reshape(chunks, chunk, n_out // G_STRIP, G_STRIP).permute(0, 2, 1, 3))  # (chunks, out/8, chunk, 8)
+    g_strips = pack(g3, G_STRIP)  # (chunks, out/8, chunk, 8)
     out = stored(g_strips.transpose(-2, -1).unsqueeze(2) @ pack(x3).unsqueeze(1))  # (chunks, out/8, in/16, 8, STRIP)
     return out.permute(0, 1, 3, 2, 4).reshape(chunks, n_out, n_in).sum(0)  # (out, in), summed from the partials' tiles
 
