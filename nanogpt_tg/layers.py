@@ -3,6 +3,8 @@ tinygrad's kernels for them run fast; and the named materialization hints model.
 
 Each says what it replaces and why. Measured figures are in BENCHMARKS.md.
 """
+import math
+
 from tinygrad import Tensor, nn
 from tinygrad.helpers import prod
 
@@ -186,14 +188,29 @@ def _gelu_linear(approximate: str):
     return body
 
 
+def gelu_gate(h: Tensor, approximate: str) -> tuple[Tensor, Tensor]:
+    """GELU as h * gate(h): the gate in a buffer, and GELU's derivative gate + h * gate'(h) from it by hand.
+
+    "none": gate = Phi(h), the normal CDF, and gate' = phi(h) = exp(-h^2 / 2) / sqrt(2 pi). "tanh": gate = (1 + t) / 2
+    with t = tanh(u), u = sqrt(2 / pi) (h + 0.044715 h^3), and gate' = (1 - t^2) / 2 * du/dh. The backward's one erf
+    (or tanh) per value, where autograd of gelu() took it and its derivative twice over, and a second erf for the
+    recomputed output (BENCHMARKS.md)."""
+    if approximate == "none":
+        gate = stored(0.5 * (1.0 + (h * math.sqrt(0.5)).erf()))
+        return gate, gate + h * (h * h * -0.5).exp() * (1 / math.sqrt(2 * math.pi))
+    c = math.sqrt(2 / math.pi)
+    gate = stored(0.5 * (1.0 + (c * (h + 0.044715 * h * h * h)).tanh()))
+    t = 2.0 * gate - 1.0
+    return gate, gate + 0.5 * (1.0 - t * t) * h * c * (1.0 + 3 * 0.044715 * h * h)
+
+
 def _gelu_linear_grad(grad, call, approximate: str):
     h, weight, _, *bias = tg.call_inputs(call)
     g = Tensor(grad)
     da = stored(matmul(g.reshape(-1, g.shape[-1]), weight).reshape(h.shape).cast(h.dtype))
-    a = gelu_value(read_after(h, da), approximate)  # recomputed, not kept from the forward
-    dw, *db = _param_grads(g, a, weight, bias)
-    dh = gelu_value(h, approximate).gradient(h, gradient=da)[0]
-    return tg.grads(stored(dh), dw, None, *db)
+    gate, slope = gelu_gate(read_after(h, da), approximate)
+    dw, *db = _param_grads(g, h * gate, weight, bias)  # GELU's output recomputed, not kept from the forward
+    return tg.grads(stored(da * slope), dw, None, *db)
 
 
 def _gelu_linear_grad_exact(grad, call):
