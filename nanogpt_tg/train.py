@@ -11,6 +11,7 @@ from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
 from . import cpu, fsio, gpt2
+from .cpu import runtime as cpu_runtime
 from .auto_device import kind
 from .bigram import build_model
 from .checkpoint import CKPT_NAME, load_optimizer, load_weights, save_checkpoint
@@ -127,6 +128,8 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     gradients overflowed is skipped. chunks (default row_chunks) > 1: make_chunked_train_step."""
     if chunks is None:
         chunks = 1 if devices or scaler is not None else row_chunks(model.config, cfg.batch_size, data.device)
+        if chunks == 1 and not devices and scaler is None and (k := step_cores(model.config, cfg.batch_size, data.device)) > 1:
+            return make_core_parallel_train_step(model, optimizer, data, cfg, k)
     if chunks > 1:
         return make_chunked_train_step(model, optimizer, data, cfg, chunks)
     params = optimizer.params
@@ -212,6 +215,73 @@ def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor,
             loss = chunk_step()
         update()
         return loss  # the last micro-step's loss, as nanoGPT logs it
+    return step
+
+
+def step_cores(config, batch_size: int, device: str) -> int:
+    """How many cores a CPU step whose batch fits at once runs on, a share of the rows each (make_core_parallel_
+    train_step): all of the CPU runtime's (cpu.runtime.cores()) where they divide batch_size, else 1 (the step split
+    kernel by kernel). Dropout keeps 1: its masks come from one RNG counter that two concurrent calls would race on."""
+    if device.split(":")[0] != "CPU" or not isinstance(config, GPTConfig) or config.dropout:
+        return 1
+    k = cpu_runtime.cores()
+    return k if k > 1 and batch_size % k == 0 else 1
+
+
+def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig, cores: int):
+    """make_train_step's step on `cores` CPU cores at once, each the forward and backward of batch_size // cores rows
+    (for every micro-step) in a jit of its own, with its own gradient buffers, every kernel on its core; then one
+    jitted sum of those gradients, clip and AdamW, split across the cores. The same arithmetic up to the order of the
+    gradients' sums. Split kernel by kernel instead, each kernel's output crosses to the other core, which on a VM
+    whose vCPUs move apart is up to 1.45x slower (cpu/runtime.py, BENCHMARKS.md)."""
+    params = optimizer.params
+    dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
+    rows, accum = cfg.batch_size // cores, cfg.gradient_accumulation_steps
+    print(f"each batch of {cfg.batch_size} rows runs as {cores} shares of {rows}, one per CPU core at once, "
+          "gradients summed")
+
+    def make_share():
+        ix = offsets_buffer((accum, rows), data.device)
+        grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+        loss_out = Tensor.zeros(1, device=data.device).contiguous().realize()
+
+        @TinyJit
+        @Context(TRAINING=1)
+        def share() -> Tensor:
+            optimizer.zero_grad()
+            with autocast(model, dtype):
+                for micro_step in range(accum):
+                    x, y = get_batch(data, ix[micro_step], cfg.block_size)
+                    _, loss = model(x, y)
+                    (loss / (accum * cores)).backward()  # the mean over all rows of all micro-steps
+            sums = [g.assign(p.grad) for g, p in zip(grads, params)]
+            optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
+            return loss_out.assign(loss.reshape(1) / cores).realize(*sums)  # its share of the last micro-step's loss
+        return ix, grads, share
+    shares = [make_share() for _ in range(cores)]
+    loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()
+
+    @TinyJit
+    @Context(TRAINING=1)
+    def update(*losses: Tensor) -> Tensor:
+        for p, *gs in zip(params, *(grads for _, grads, _ in shares)):
+            p.grad = sum(gs[1:], gs[0])
+        if cfg.grad_clip != 0.0:
+            clip_grad_norm(params, cfg.grad_clip)
+        return loss_sum.assign(sum(losses[1:], losses[0])).realize(*optimizer.schedule_step())
+
+    capture_from_first_call(data.device, tuple(share for _, _, share in shares) + (update,), model, optimizer)
+    captured = False
+
+    def step(offsets: np.ndarray) -> Tensor:
+        nonlocal captured
+        for i, (ix, _, _) in enumerate(shares):
+            write(ix, np.ascontiguousarray(offsets[:, i * rows:(i + 1) * rows]))
+        if captured:
+            losses = cpu_runtime.on_cores([share for _, _, share in shares])
+        else:  # the first calls capture, one after the other
+            losses, captured = [share() for _, _, share in shares], True
+        return update(*losses)  # the last micro-step's loss, as nanoGPT logs it
     return step
 
 

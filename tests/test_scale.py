@@ -56,7 +56,7 @@ def test_parse_devices_and_batch_check():
 
 @pytest.fixture(scope="module")
 def one_device(periodic):
-    return run_steps((), 3)
+    return run_steps((), 3, chunks=1)  # split kernel by kernel (chunks=None: on the cores, where it fits)
 
 
 def test_two_devices_match_one(one_device):
@@ -80,6 +80,29 @@ def test_row_chunks_match_the_whole_batch(one_device, capsys):
     np.testing.assert_allclose(chunked_losses, one_losses, rtol=1e-5)  # the last micro-batch's mean loss, as logged
     for k in one:
         np.testing.assert_allclose(chunked[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_a_step_on_the_cores_matches_the_step_split_kernel_by_kernel(one_device, monkeypatch):
+    """With the CPU runtime's pool, a CPU step that fits (row_chunks 1, no dropout) runs a share of the rows on each
+    core at once (make_core_parallel_train_step: a jit per core, every kernel on its thread, then one clip and
+    AdamW): the losses and weights of the step split kernel by kernel, but for the order of the gradients' float32
+    sums. (one_device is that step: chunks=1 keeps it.)"""
+    from nanogpt_tg.cpu import runtime as cpu_runtime
+    from nanogpt_tg.train import step_cores
+
+    if cpu_runtime.cores() < 2:
+        pytest.skip("the CPU runtime's pool is off (NANOGPT_TG_CPU_THREADS=0, one core, or no C compiler)")
+    calls, on_cores = [], cpu_runtime.on_cores
+    monkeypatch.setattr(cpu_runtime, "on_cores", lambda fns: (calls.append(len(fns)), on_cores(fns))[1])
+    cores_losses, cores = run_steps((), 3, chunks=None)
+    assert calls == [cpu_runtime.cores()] * 2  # the first step captures each core's jit in turn; two replays at once
+    np.testing.assert_allclose(cores_losses, one_device[0], rtol=1e-5)
+    for k in one_device[1]:
+        np.testing.assert_allclose(cores[k], one_device[1][k], rtol=1e-4, atol=1e-5, err_msg=k)
+    config = GPTConfig(**GPT_ARGS)
+    assert step_cores(config, 8, "CPU") == cpu_runtime.cores() and step_cores(config, 8, "CUDA") == 1
+    assert step_cores(GPTConfig(**GPT_ARGS, dropout=0.1), 8, "CPU") == 1  # dropout's RNG is one counter
+    assert step_cores(config, cpu_runtime.cores() + 1, "CPU") == 1  # rows that do not divide: kernel by kernel
 
 
 def test_row_chunks_bound_a_cpu_step_only_where_it_is_large():

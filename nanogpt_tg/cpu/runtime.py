@@ -8,6 +8,10 @@ so a jitted step calls every kernel through Python, tens of microseconds each. H
   in order and every result is the same. Pool threads spin briefly between kernels, then sleep.
 - `CPUGraph` is a tinygrad graph runner for the CPU: the jitted batch's kernels, addresses and variables in one table
   that `run_list` runs in a single call.
+- `on_cores(fns)` runs jitted calls at once, one per core, each kernel's parts on its own thread (`run_list_alone`):
+  train.py's step on the CPU, each core a share of the batch. Split across the cores, each kernel hands its output
+  to the other core's next kernel; this VM's two vCPUs move between sharing a cache and not, and in the second
+  state a handoff is 2.7x slower (BENCHMARKS.md), the whole step 1.45x.
 
 `install()` is called by nanogpt_tg.cpu.install for the CPU; NANOGPT_TG_CPU_THREADS=0 leaves tinygrad's runtime.
 Without a C compiler with pthreads, or on Windows, tinygrad's runtime is kept too.
@@ -18,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import tinygrad.runtime.ops_cpu as ops_cpu
@@ -113,6 +118,19 @@ void run_parts(u64 kernel, u64 parts, u64 slot, const u64 *args, u64 nargs) {
   while (atomic_load(&finished) < parts) relax();
 }
 
+/* a jitted batch run wholly by the calling thread, each kernel's parts in turn; it shares nothing, so threads can
+   each run their own batch at once (on_cores) */
+void run_list_alone(const u64 *table, u64 count) {
+  for (u64 e = 0; e < count; e++, table += %(entry)d) {
+    u64 a[%(n)d];
+    for (int i = 0; i < %(n)d; i++) a[i] = table[4 + i];
+    for (u64 p = 0; p < (table[1] > 1 ? table[1] : 1); p++) {
+      if (table[1] > 1) a[table[2]] = p;
+      ((kernel_t)table[0])(%(call)s);
+    }
+  }
+}
+
 /* a jitted batch of kernels: count entries of ENTRY words each: kernel, parts, slot, nargs, then the arguments */
 void run_list(const u64 *table, u64 count) {
   for (u64 e = 0; e < count; e++, table += %(entry)d) {
@@ -124,7 +142,9 @@ void run_list(const u64 *table, u64 count) {
 """ % {"types": ", ".join(["u64"] * KERNEL_ARGS), "n": KERNEL_ARGS, "call": _CALL, "entry": 4 + KERNEL_ARGS}
 ENTRY = 4 + KERNEL_ARGS
 
-_run_parts = _run_list = None  # the library's functions, once loaded
+_run_parts = _run_list = _run_list_alone = None  # the library's functions, once loaded
+_threads = 1  # the pool's threads with the caller, once installed
+_here = threading.local()  # .alone: this thread runs every part of its kernels itself (on_cores)
 _tinygrad_call = ops_cpu.CPUProgram.__call__
 
 
@@ -148,7 +168,7 @@ def _library() -> ctypes.CDLL:
 
 def call_parts(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
     """CPUProgram.__call__, with a thread-split kernel's parts run by the pool at once."""
-    if self.lvp or "core_id" not in self.runtimevars or not 2 <= global_size[0] <= MAX_PARTS:
+    if self.lvp or "core_id" not in self.runtimevars or not 2 <= global_size[0] <= MAX_PARTS or getattr(_here, "alone", 0):
         return _tinygrad_call(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
                               timeout=timeout)
     st = time.perf_counter()
@@ -195,14 +215,83 @@ class CPUGraph(GraphRunner):
             if self.table[ENTRY * j + 1] > 1:
                 self.table[ENTRY * j + 1] = global_size[0]
         st = time.perf_counter()
-        _run_list(self.table, len(self.calls))
+        (_run_list_alone if getattr(_here, "alone", False) else _run_list)(self.table, len(self.calls))
         return time.perf_counter() - st if wait else None
+
+
+def cores() -> int:
+    """How many calls on_cores runs at once: the pool's threads (with the caller), or 1 where it is not installed."""
+    return _threads if _run_list_alone is not None else 1
+
+
+class _Worker:
+    """A thread that runs the calls on_cores gives it, each kernel's parts on this thread alone."""
+
+    def __init__(self, cpu: int | None):
+        self.go, self.done = threading.Event(), threading.Event()
+        self.fn = self.result = self.error = None
+        self.cpu = cpu
+        threading.Thread(target=self.loop, daemon=True, name="nanogpt_tg core").start()
+
+    def loop(self):
+        _here.alone = True
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})  # this thread only (Linux)
+        while True:
+            self.go.wait()
+            self.go.clear()
+            try:
+                self.result, self.error = self.fn(), None
+            except BaseException as e:  # raised again in the caller's thread
+                self.result, self.error = None, e
+            self.done.set()
+
+
+_workers: list[_Worker] = []
+
+
+def _cpus() -> list[int] | None:
+    """The CPUs this process may run on, where the OS says (Linux): on_cores's threads each take one. Left to the
+    scheduler, a woken worker was at times put beside the caller on one CPU for the first steps (1-core speed)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def on_cores(fns: list) -> list:
+    """fns() at once, the first in this thread and each other in a worker thread of its own (at most cores()), every
+    kernel they launch run wholly by its thread; their results, in order, once all are done.
+
+    For jitted calls on distinct buffers (tinygrad's Python part of each replay runs under the GIL, its kernels on
+    a core each). The pool stays idle meanwhile: its threads are the same cores."""
+    assert 1 <= len(fns) <= cores(), f"{len(fns)} calls for {cores()} cores"
+    cpus = _cpus()
+    pin = cpus is not None and len(cpus) >= len(fns)
+    while len(_workers) < len(fns) - 1:
+        _workers.append(_Worker(cpus[len(_workers) + 1] if pin else None))
+    for w, fn in zip(_workers, fns[1:]):
+        w.fn = fn
+        w.go.set()
+    _here.alone = True
+    if pin:
+        os.sched_setaffinity(0, {cpus[0]})  # this thread, until the calls are done
+    try:
+        first = fns[0]()
+    finally:
+        _here.alone = False
+        if pin:
+            os.sched_setaffinity(0, cpus)
+        for w in _workers[:len(fns) - 1]:
+            w.done.wait()
+            w.done.clear()
+    for w in _workers[:len(fns) - 1]:
+        if w.error is not None:
+            raise w.error
+    return [first] + [w.result for w in _workers[:len(fns) - 1]]
 
 
 def install(device: str = "CPU") -> bool:
     """Run thread-split CPU kernels on the pool, and jitted batches on the tinygrad CPU device `device` as CPUGraphs,
     from now on (idempotent). False where tinygrad's runtime is kept."""
-    global _run_parts, _run_list
+    global _run_parts, _run_list, _run_list_alone, _threads
     if _run_parts is not None:
         Device[device].graph = CPUGraph
         return True
@@ -217,7 +306,10 @@ def install(device: str = "CPU") -> bool:
     lib.run_parts.restype = None
     lib.run_list.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     lib.run_list.restype = None
-    _run_parts, _run_list = lib.run_parts, lib.run_list
+    lib.run_list_alone.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.run_list_alone.restype = None
+    _run_parts, _run_list, _run_list_alone = lib.run_parts, lib.run_list, lib.run_list_alone
+    _threads = NUM_CPU_THREADS.value
     ops_cpu.CPUProgram.__call__ = call_parts
     Device[device].graph = CPUGraph
     return True
