@@ -125,7 +125,9 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     ((gradient_accumulation_steps, batch_size) int32, random_offsets) on the device, accumulates, clips, AdamW.
 
     With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
-    gradients overflowed is skipped. chunks (default row_chunks) > 1: make_chunked_train_step."""
+    gradients overflowed is skipped. chunks (default row_chunks) > 1: make_chunked_train_step; by default a CPU step
+    that fits runs a share of the batch on each core (step_cores, make_core_parallel_train_step); chunks=1 keeps it
+    whole, split kernel by kernel."""
     if chunks is None:
         chunks = 1 if devices or scaler is not None else row_chunks(model.config, cfg.batch_size, data.device)
         if chunks == 1 and not devices and scaler is None and (k := step_cores(model.config, cfg.batch_size, data.device)) > 1:

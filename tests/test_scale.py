@@ -90,8 +90,9 @@ def test_a_step_on_the_cores_matches_the_step_split_kernel_by_kernel(one_device,
     from nanogpt_tg.cpu import runtime as cpu_runtime
     from nanogpt_tg.train import step_cores
 
-    if cpu_runtime.cores() < 2:
-        pytest.skip("the CPU runtime's pool is off (NANOGPT_TG_CPU_THREADS=0, one core, or no C compiler)")
+    if cpu_runtime.cores() < 2 or BASE["batch_size"] % cpu_runtime.cores():
+        pytest.skip(f"the CPU runtime's pool is off (NANOGPT_TG_CPU_THREADS=0, one core, or no C compiler), or its "
+                    f"{cpu_runtime.cores()} threads do not divide the batch")
     calls, on_cores = [], cpu_runtime.on_cores
     monkeypatch.setattr(cpu_runtime, "on_cores", lambda fns: (calls.append(len(fns)), on_cores(fns))[1])
     cores_losses, cores = run_steps((), 3, chunks=None)
