@@ -166,6 +166,22 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     return step
 
 
+def gradient_buffers(params: list[Tensor]) -> list[Tensor]:
+    """A realized zero buffer per parameter, of its shape and dtype: where a jitted backward leaves its gradients for
+    a later jitted update (update_from)."""
+    return [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+
+
+def update_from(optimizer: OptimizerGroup, grads: list[Tensor], grad_clip: float) -> list[Tensor]:
+    """Inside a jitted update: take grads (buffers or lazy sums of them) as the parameters' gradients, clip them to
+    grad_clip (0: no clipping), and return AdamW's step, to be realized."""
+    for g, p in zip(grads, optimizer.params):
+        p.grad = g
+    if grad_clip != 0.0:
+        clip_grad_norm(optimizer.params, grad_clip)
+    return optimizer.schedule_step()
+
+
 def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig, chunks: int):
     """make_train_step's step with each batch in chunks of batch_size // chunks rows, for a smaller step memory:
     a jitted forward and backward per chunk, its gradients added into buffers, then a jitted clip and AdamW. The
@@ -183,7 +199,7 @@ def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor,
     # 0.0 at the first chunk of a step (of a micro-step, for the loss), 1.0 after: buffers the jit reads, so the
     # sums restart without a second capture
     keep_grads, keep_loss = (Tensor.zeros(1, device=data.device).contiguous().realize() for _ in range(2))
-    grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+    grads = gradient_buffers(params)
     loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()  # the mean of a micro-step's chunk losses
 
     @TinyJit
@@ -201,11 +217,7 @@ def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor,
     @TinyJit
     @Context(TRAINING=1)
     def update():
-        for g, p in zip(grads, params):
-            p.grad = g
-        if cfg.grad_clip != 0.0:
-            clip_grad_norm(params, cfg.grad_clip)
-        Tensor.realize(*optimizer.schedule_step())
+        Tensor.realize(*update_from(optimizer, grads, cfg.grad_clip))
 
     capture_from_first_call(data.device, (chunk_step, update), model, optimizer)
 
@@ -244,7 +256,7 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
 
     def make_share():
         ix = offsets_buffer((accum, rows), data.device)
-        grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+        grads = gradient_buffers(params)
         loss_out = Tensor.zeros(1, device=data.device).contiguous().realize()
 
         @TinyJit
@@ -266,11 +278,8 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
     @TinyJit
     @Context(TRAINING=1)
     def update(*losses: Tensor) -> Tensor:
-        for p, *gs in zip(params, *(grads for _, grads, _ in shares)):
-            p.grad = sum(gs[1:], gs[0])
-        if cfg.grad_clip != 0.0:
-            clip_grad_norm(params, cfg.grad_clip)
-        return loss_sum.assign(sum(losses[1:], losses[0])).realize(*optimizer.schedule_step())
+        grads = [sum(gs[1:], gs[0]) for gs in zip(*(grads for _, grads, _ in shares))]
+        return loss_sum.assign(sum(losses[1:], losses[0])).realize(*update_from(optimizer, grads, cfg.grad_clip))
 
     capture_from_first_call(data.device, tuple(share for _, _, share in shares) + (update,), model, optimizer)
     captured = False
