@@ -290,8 +290,12 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
             write(ix, np.ascontiguousarray(offsets[:, i * rows:(i + 1) * rows]))
         if captured:
             losses = cpu_runtime.on_cores([share for _, _, share in shares])
-        else:  # the first calls capture, one after the other
-            losses, captured = [share() for _, _, share in shares], True
+        else:  # the first calls capture, one after the other, each with scratch memory of its own (they run at once)
+            losses = []
+            for k, (_, _, share) in enumerate(shares):
+                with cpu.scratch_lane(k):
+                    losses.append(share())
+            captured = True
         return update(*losses)  # the last micro-step's loss, as nanoGPT logs it
     return step
 
@@ -492,6 +496,8 @@ def setup(cfg: TrainConfig) -> Run:
         if data.shape[0] <= cfg.block_size:
             raise ConfigError(f"--block_size={cfg.block_size} is too large for data/{cfg.dataset}/{split}.bin "
                               f"({data.shape[0]:,} tokens); use --block_size={data.shape[0] - 1} or less, or a longer text")
+    # the steps' scratch memory as this shape's last run needed it, faulted in on the idle core while they are built
+    cpu.expect_scratch(repr((model_args, cfg.model, cfg.batch_size, cfg.gradient_accumulation_steps, dtype, devices)))
     model = build_model(cfg.model, model_args, generator=gen) if pretrained is None else pretrained
     if devices:  # before the optimizer, so that its moments are replicated too
         replicate(model.parameters(), devices)

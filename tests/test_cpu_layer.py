@@ -15,7 +15,7 @@ def layer_on(tiny_cpu_run):
 
 
 def test_the_layer_changes_speed_only(layer_on, tmp_path):
-    assert layer_on["status"] == {"kernels": "on", "program_cache": "on", "runtime": "on"}
+    assert layer_on["status"] == {"kernels": "on", "program_cache": "on", "runtime": "on", "scratch": "on"}
     assert layer_on["losses"][-1] < 0.5 * layer_on["losses"][0]  # it learned: the comparison is not of noise
     off, _ = run_elsewhere(tmp_path, NANOGPT_TG_CPU="0")
     assert set(off["status"].values()) == {"off (NANOGPT_TG_CPU=0)"}

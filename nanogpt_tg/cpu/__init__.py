@@ -1,21 +1,23 @@
-"""The CPU speed layer: three patches of tinygrad 0.14's CPU backend, the package's only changes to tinygrad itself.
+"""The CPU speed layer: four patches of tinygrad 0.14's CPU backend, the package's only changes to tinygrad itself.
 
 - kernels: matmul tiles, wide vector loads and plain exp loops in place of tinygrad's kernel heuristic;
 - runtime: a kernel's thread parts on all cores at once, and a jitted step as one call into a small C runtime;
-- program_cache: generated kernels and jitted steps' schedules kept on disk, so a second run starts in seconds.
+- program_cache: generated kernels and jitted steps' schedules kept on disk, so a second run starts in seconds;
+- scratch: every jitted step's scratch memory in one range, faulted in ahead on an idle core.
 
 Each changes speed only (tests/test_cpu_layer.py compares losses and sampled tokens with the layer on and off).
 `install()` checks the tinygrad version they were written for and, for each patch, the tinygrad internals it
 replaces or reads (its REQUIRES); a patch that cannot apply is skipped with a one-line warning, and tinygrad's own
 code runs in its place. NANOGPT_TG_CPU=0 turns the whole layer off; each patch has its own switch too.
 """
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import sys
 
 WRITTEN_FOR = "0.14"  # the tinygrad minor version whose internals the patches replace
-PATCHES = ("kernels", "program_cache", "runtime")  # in the order they are applied
+PATCHES = ("kernels", "program_cache", "runtime", "scratch")  # in the order they are applied
 status: dict[str, str] = {}  # patch -> "on", or why it is off (filled by install)
 
 
@@ -67,7 +69,7 @@ def install(device: str | None = None) -> dict[str, str]:
         status.update({name: f"off (tinygrad {version})" for name in PATCHES})
         return status
     for name in PATCHES:
-        if name == "runtime" and (device is None or device.split(":")[0] != "CPU"):
+        if name in ("runtime", "scratch") and (device is None or device.split(":")[0] != "CPU"):
             continue
         if status.get(name, "").startswith("off (cannot apply"):
             continue  # warned once already
@@ -104,3 +106,19 @@ def describe() -> str:
     on = [name for name in PATCHES if status.get(name) == "on"]
     off = [f"{name} {status[name]}" for name in PATCHES if name in status and status[name] != "on"]
     return "CPU speed layer: " + ", ".join([f"{' '.join(on)} on"] * bool(on) + off) + " (NANOGPT_TG_CPU=0 turns it off)"
+
+
+def scratch_lane(k: int):
+    """A context in which captured jits take scratch range k of their own (scratch.lane): calls that run at once
+    (runtime.on_cores) need it. A no-op where that patch is off."""
+    if status.get("scratch") != "on":
+        return contextlib.nullcontext()
+    from .scratch import lane
+    return lane(k)
+
+
+def expect_scratch(key: str):
+    """A training run's shape, for the scratch patch to fault in ahead what its steps needed last time (scratch.expect)."""
+    if status.get("scratch") == "on":
+        from .scratch import expect
+        expect(key)
