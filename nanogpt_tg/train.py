@@ -169,7 +169,9 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
 def gradient_buffers(params: list[Tensor]) -> list[Tensor]:
     """A realized zero buffer per parameter, of its shape and dtype: where a jitted backward leaves its gradients for
     a later jitted update (update_from)."""
-    return [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous().realize() for p in params]
+    grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous() for p in params]
+    Tensor.realize(*grads)  # in one schedule: one by one was 0.1-0.2 s more of a start at the preset's size
+    return grads
 
 
 def update_from(optimizer: OptimizerGroup, grads: list[Tensor], grad_clip: float) -> list[Tensor]:
