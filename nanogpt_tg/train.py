@@ -246,7 +246,8 @@ def step_cores(config, batch_size: int, device: str) -> int:
 
 def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig, cores: int):
     """make_train_step's step on `cores` CPU cores at once, each the forward and backward of batch_size // cores rows
-    (for every micro-step) in a jit of its own, with its own gradient buffers, every kernel on its core; then one
+    (for every micro-step) with its own gradient buffers, every kernel on its core, one jit captured once and copied
+    for the other cores (cpu.replica: a capture is seconds of Python at the preset's size); then one
     jitted sum of those gradients, clip and AdamW, split across the cores. The same arithmetic up to the order of the
     gradients' sums. Split kernel by kernel instead, each kernel's output crosses to the other core, which on a VM
     whose vCPUs move apart is up to 1.45x slower (cpu/runtime.py, BENCHMARKS.md)."""
@@ -256,48 +257,50 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
     print(f"each batch of {cfg.batch_size} rows runs as {cores} shares of {rows}, one per CPU core at once, "
           "gradients summed")
 
-    def make_share():
-        ix = offsets_buffer((accum, rows), data.device)
-        grads = gradient_buffers(params)
-        loss_out = Tensor.zeros(1, device=data.device).contiguous().realize()
+    # one jit for every share, its buffers passed in: a share's calls are the same on other buffers
+    @TinyJit
+    @Context(TRAINING=1)
+    def share(ix: Tensor, loss_out: Tensor, *grads: Tensor) -> Tensor:
+        optimizer.zero_grad()
+        with autocast(model, dtype):
+            for micro_step in range(accum):
+                x, y = get_batch(data, ix[micro_step], cfg.block_size)
+                _, loss = model(x, y)
+                (loss / (accum * cores)).backward()  # the mean over all rows of all micro-steps
+        sums = [g.assign(p.grad) for g, p in zip(grads, params)]
+        optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
+        return loss_out.assign(loss.reshape(1) / cores).realize(*sums)  # its share of the last micro-step's loss
 
-        @TinyJit
-        @Context(TRAINING=1)
-        def share() -> Tensor:
-            optimizer.zero_grad()
-            with autocast(model, dtype):
-                for micro_step in range(accum):
-                    x, y = get_batch(data, ix[micro_step], cfg.block_size)
-                    _, loss = model(x, y)
-                    (loss / (accum * cores)).backward()  # the mean over all rows of all micro-steps
-            sums = [g.assign(p.grad) for g, p in zip(grads, params)]
-            optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
-            return loss_out.assign(loss.reshape(1) / cores).realize(*sums)  # its share of the last micro-step's loss
-        return ix, grads, share
-    shares = [make_share() for _ in range(cores)]
+    # per share: its offsets, its loss, its gradients
+    shares = [(offsets_buffer((accum, rows), data.device), Tensor.zeros(1, device=data.device).contiguous().realize(),
+               gradient_buffers(params)) for _ in range(cores)]
     loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()
 
     @TinyJit
     @Context(TRAINING=1)
     def update(*losses: Tensor) -> Tensor:
-        grads = [sum(gs[1:], gs[0]) for gs in zip(*(grads for _, grads, _ in shares))]
+        grads = [sum(gs[1:], gs[0]) for gs in zip(*(grads for _, _, grads in shares))]
         return loss_sum.assign(sum(losses[1:], losses[0])).realize(*update_from(optimizer, grads, cfg.grad_clip))
 
-    capture_from_first_call(data.device, tuple(share for _, _, share in shares) + (update,), model, optimizer)
-    captured = False
+    capture_from_first_call(data.device, (share, update), model, optimizer)
+    jits: list = []  # share's jit per core, once captured
+
+    def call(k: int) -> Tensor:
+        ix, loss_out, grads = shares[k]
+        jits[k](ix, loss_out, *grads)
+        return loss_out
 
     def step(offsets: np.ndarray) -> Tensor:
-        nonlocal captured
         for i, (ix, _, _) in enumerate(shares):
             write(ix, np.ascontiguousarray(offsets[:, i * rows:(i + 1) * rows]))
-        if captured:
-            losses = cpu_runtime.on_cores([share for _, _, share in shares])
-        else:  # the first calls capture, one after the other, each with scratch memory of its own (they run at once)
-            losses = []
-            for k, (_, _, share) in enumerate(shares):
+        if jits:
+            losses = cpu_runtime.on_cores([lambda k=k: call(k) for k in range(cores)])
+        else:  # the first call captures; every other core takes a copy of it with scratch memory of its own (the
+            losses = []  # copies run at once), or where there is none, a capture of its own in a scratch lane
+            for k in range(cores):
+                jits.append(share if k == 0 else cpu.replica(share, k) or capture_on_first_call(TinyJit(share.fxn)))
                 with cpu.scratch_lane(k):
-                    losses.append(share())
-            captured = True
+                    losses.append(call(k))
         return update(*losses)  # the last micro-step's loss, as nanoGPT logs it
     return step
 

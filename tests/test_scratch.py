@@ -1,6 +1,6 @@
 """The jits' shared scratch memory (cpu/scratch.py): jits whose arenas start at one address still compute what numpy
-does, calls that run at once get ranges of their own, faulting in ahead changes no byte, and a run's shape brings
-back the size its arenas needed last time."""
+does, calls that run at once get ranges of their own (a replica of a jit too), faulting in ahead changes no byte,
+and a run's shape brings back the size its arenas needed last time."""
 import json
 import os
 import subprocess
@@ -82,6 +82,47 @@ def test_a_jit_captured_in_another_lane_has_scratch_of_its_own():
             out = runtime.on_cores([lambda: jits[0][0](x[0]), lambda: jits[1][0](x[1])])
             for k in range(2):
                 np.testing.assert_allclose(out[k].numpy(), jits[k][1](x[k].numpy()), rtol=1e-5, atol=1e-5)
+
+
+def test_a_replica_runs_at_once_with_its_jit_on_other_buffers():
+    """A replica of a captured jit (the train step's shares on the cores, one capture for all) has its arena in its
+    own lane's range and no capture of its own, and run at once with the original on other input and output buffers,
+    each writes what numpy computes (float32, rtol 1e-5). A jit that writes a buffer besides its inputs and arenas
+    gets none: both copies would write it."""
+    from nanogpt_tg.cpu import runtime
+
+    rng = np.random.default_rng(3)
+    w1, w2 = (Tensor(rng.standard_normal(shape).astype(np.float32) / 4).realize() for shape in ((16, 48), (48, 3)))
+
+    @TinyJit
+    def f(x: Tensor, out: Tensor) -> Tensor:
+        return out.assign(((x @ w1).relu().exp2() @ w2) * 2 + 1).realize()
+
+    def reference(x):
+        return (np.exp2(np.maximum(x @ w1.numpy(), 0)) @ w2.numpy()) * 2 + 1
+    xs = [Tensor(rng.standard_normal((96, 16)).astype(np.float32)).realize() for _ in range(2)]
+    outs = [Tensor.zeros(96, 3).contiguous().realize() for _ in range(2)]
+    f(xs[0], outs[0]), f(xs[0], outs[0])  # the first call runs eagerly, the second captures
+    copy = cpu.replica(f, 1)
+    assert copy is not None and copy.captured is not f.captured
+    assert arena_addresses(f) == {scratch()._range(("CPU", 0, 0)).addr}
+    assert arena_addresses(copy) == {scratch()._range(("CPU", 0, 1)).addr}
+    for _ in range(3):
+        data = [rng.standard_normal((96, 16)).astype(np.float32) for _ in range(2)]
+        for x, d in zip(xs, data):
+            x.assign(Tensor(d)).realize()
+        calls = [lambda: f(xs[0], outs[0]), lambda: copy(xs[1], outs[1])]
+        runtime.on_cores(calls) if runtime.cores() >= 2 else [c() for c in calls]
+        for out, d in zip(outs, data):
+            np.testing.assert_allclose(out.numpy(), reference(d), rtol=1e-5, atol=1e-5)
+
+    count = Tensor.zeros(1).contiguous().realize()  # not an input: a replica would share it
+
+    @TinyJit
+    def g(x: Tensor, out: Tensor) -> Tensor:
+        return out.assign(((x @ w1).relu() @ w2) * 2).realize(count.assign(count + 1))
+    g(xs[0], outs[0]), g(xs[0], outs[0])
+    assert cpu.replica(g, 1) is None
 
 
 def test_faulting_in_ahead_leaves_what_is_written():

@@ -9,7 +9,9 @@ warm start's time after Python.
 Two jitted calls never run at once, and an arena holds nothing from one call to the next (what outlives a call, its
 inputs, outputs and state, is outside it), so here every CPU jit's arena begins at the same address: the start of a
 range of the machine's memory size, reserved but not committed. Its pages are touched once, for the largest arena.
-Calls that run at once (cpu.runtime.on_cores) each need their own: a jit captured under `lane(k)` gets range k.
+Calls that run at once (cpu.runtime.on_cores) each need their own: a jit captured under `lane(k)` gets range k, and
+`replica(jit, k)` is a captured jit again with its arenas in range k, for the same calls on other input buffers
+without capturing them again (a capture is Python work of seconds at the preset's size).
 
 The range is faulted in ahead by a thread at idle priority (SCHED_IDLE: it runs only on a core nothing else wants)
 with MADV_POPULATE_WRITE, which leaves whatever is written there as it is: up to what the arenas planned so far need,
@@ -27,13 +29,17 @@ import threading
 import tinygrad.engine.jit as jit
 from tinygrad.device import Buffer, BufferSpec
 from tinygrad.dtype import dtypes
+from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins
 from tinygrad.helpers import diskcache_get, diskcache_put, mv_address
-from tinygrad.uop.ops import Ops, buffers
+from tinygrad.uop.ops import Ops, UOp, buffers
 
 # the tinygrad internals this patch replaces or reads (checked by nanogpt_tg.cpu.install before it applies)
 REQUIRES = ("tinygrad.engine.jit:memory_plan_rewrite", "tinygrad.uop.ops:buffers", "tinygrad.device:BufferSpec",
             "tinygrad.device:Buffer.ref", "tinygrad.helpers:mv_address", "tinygrad.helpers:diskcache_get",
-            "tinygrad.helpers:diskcache_put")
+            "tinygrad.helpers:diskcache_put", "tinygrad.engine.realize:get_call_arg_uops",
+            "tinygrad.engine.realize:get_call_outs_ins",
+            "tinygrad.engine.jit:CapturedJit", "tinygrad.engine.jit:_TinyJit", "tinygrad.uop.ops:UOp.new_buffer",
+            "tinygrad.uop.ops:UOp.substitute")
 
 MAP_NORESERVE = 0x4000  # Linux's: reserve the range without committing memory for it
 MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault pages in as if written, their contents unchanged
@@ -112,6 +118,29 @@ def _arena(u):
     return u
 
 
+def _place(arena: UOp, device: str, rank: int, lane_k: int) -> bool:
+    """Make arena a view of the start of scratch range (device, rank, lane_k), and remember that it needs its size.
+    True if the range grew past what this run had asked of it (to be written back)."""
+    key, nbytes = (device, rank, lane_k), arena.max_numel()
+    try:
+        scratch = _range(key)
+    except OSError:  # no room to reserve it (a strict overcommit policy): tinygrad allocates this one
+        return False
+    if nbytes > scratch.size:
+        return False
+    buffers[arena] = Buffer(device, nbytes, dtypes.int8, options=BufferSpec(external_ptr=scratch.addr)).ref(1)
+    scratch.want(nbytes)
+    grew = nbytes > _need.get(key, 0)
+    if grew:
+        _need[key] = nbytes
+    return grew
+
+
+def _remember():
+    if _key is not None:
+        diskcache_put(TABLE, _key, dict(_need))
+
+
 def memory_plan_rewrite(linear, held_bufs=None):
     """tinygrad's memory plan of a jit, with each CPU arena placed at the start of its scratch range."""
     planned = _tinygrad_plan(linear, held_bufs)
@@ -122,20 +151,49 @@ def memory_plan_rewrite(linear, held_bufs=None):
         ranked = sorted((a for a in arenas if a.device == device and a.dtype == dtypes.int8 and a not in buffers),
                         key=lambda a: -a.max_numel())
         for rank, arena in enumerate(ranked):
-            key, nbytes = (device, rank, _lane), arena.max_numel()
-            try:
-                scratch = _range(key)
-            except OSError:  # no room to reserve it (a strict overcommit policy): tinygrad allocates this one
-                continue
-            if nbytes > scratch.size:
-                continue
-            buffers[arena] = Buffer(device, nbytes, dtypes.int8, options=BufferSpec(external_ptr=scratch.addr)).ref(1)
-            scratch.want(nbytes)
-            if nbytes > _need.get(key, 0):
-                _need[key], grew = nbytes, True
-    if grew and _key is not None:
-        diskcache_put(TABLE, _key, dict(_need))
+            grew |= _place(arena, device, rank, _lane)
+    if grew:
+        _remember()
     return planned
+
+
+def _written(linear) -> set:
+    """The buffers (BUFFER or PARAM uops) the calls of a captured linear write."""
+    out = set()
+    for call in linear.toposort():
+        if call.op is Ops.CALL:
+            args = get_call_arg_uops(call)
+            for k in get_call_outs_ins(call)[0]:
+                u = args[k]
+                while u.op not in (Ops.BUFFER, Ops.PARAM) and u.src:
+                    u = u.src[0]
+                out.add(u)
+    return out
+
+
+def replica(tiny_jit, lane_k: int):
+    """A copy of the captured tiny_jit whose scratch arenas are in lane lane_k's ranges, to be called at once with it
+    on other input buffers (cpu.runtime.on_cores); None where that would share memory both write: tiny_jit writes
+    a buffer that is neither an input nor an arena in a scratch range. Its calls return tiny_jit's return value:
+    read the results from the replica's own input buffers."""
+    captured = tiny_jit.captured
+    lane_of = {(r.addr, key[0]): key for key, r in _ranges.items()}
+    swap, grew = {}, False
+    for u in _written(captured.linear):
+        if u.op is Ops.PARAM:
+            continue  # an input: each caller passes its own
+        b = buffers.get(u)
+        key = lane_of.get((b.options.external_ptr, b.device)) if isinstance(b, Buffer) and b.options else None
+        if key is None:
+            return None
+        device, rank, _ = key
+        swap[u] = UOp.new_buffer(device, u.max_numel(), dtypes.int8)
+        grew |= _place(swap[u], device, rank, lane_k)
+    if grew:
+        _remember()
+    linear = captured._linear.substitute(swap, walk=True, enter_calls=True)
+    copy = jit.CapturedJit(captured.ret, linear, captured.expected_names, captured.expected_input_info)
+    return jit._TinyJit(None, captured=copy)
 
 
 def install(device: str | None = None) -> bool:
