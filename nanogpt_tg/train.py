@@ -125,13 +125,13 @@ def make_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: Tr
     ((gradient_accumulation_steps, batch_size) int32, random_offsets) on the device, accumulates, clips, AdamW.
 
     With devices, each batch is split across them; with a scaler (float16), the loss is scaled and a step whose
-    gradients overflowed is skipped. chunks (default row_chunks) > 1: make_chunked_train_step; by default a CPU step
-    that fits runs a share of the batch on each core (step_cores, make_core_parallel_train_step); chunks=1 keeps it
-    whole, split kernel by kernel."""
+    gradients overflowed is skipped. By default a CPU step without dropout runs a share of the batch on each core
+    (step_cores, make_core_parallel_train_step); else chunks (default row_chunks) > 1: make_chunked_train_step;
+    chunks=1 keeps it whole, split kernel by kernel."""
     if chunks is None:
+        if not devices and scaler is None and step_cores(model.config, cfg.batch_size, data.device)[0] > 1:
+            return make_core_parallel_train_step(model, optimizer, data, cfg)
         chunks = 1 if devices or scaler is not None else row_chunks(model.config, cfg.batch_size, data.device)
-        if chunks == 1 and not devices and scaler is None and (k := step_cores(model.config, cfg.batch_size, data.device)) > 1:
-            return make_core_parallel_train_step(model, optimizer, data, cfg, k)
     if chunks > 1:
         return make_chunked_train_step(model, optimizer, data, cfg, chunks)
     params = optimizer.params
@@ -234,46 +234,55 @@ def make_chunked_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor,
     return step
 
 
-def step_cores(config, batch_size: int, device: str) -> int:
-    """How many cores a CPU step whose batch fits at once runs on, a share of the rows each (make_core_parallel_
-    train_step): all of the CPU runtime's (cpu.runtime.cores()) where they divide batch_size, else 1 (the step split
-    kernel by kernel). Dropout keeps 1: its masks come from one RNG counter that two concurrent calls would race on."""
+def step_cores(config, batch_size: int, device: str) -> tuple[int, int]:
+    """(cores, calls) for a CPU step as a share of the rows per core (make_core_parallel_train_step): all of the CPU
+    runtime's cores (cpu.runtime.cores()), each running its share as the fewest calls of equal rows whose activations,
+    for all cores at once, fit CPU_STEP_ACTIVATIONS. (1, 1) where the step stays split kernel by kernel: off the CPU,
+    rows that do not divide, or dropout, whose masks come from one RNG counter that calls at once would race on."""
     if device.split(":")[0] != "CPU" or not isinstance(config, GPTConfig) or config.dropout:
-        return 1
+        return 1, 1
     k = cpu_runtime.cores()
-    return k if k > 1 and batch_size % k == 0 else 1
+    if k < 2 or batch_size % k:
+        return 1, 1
+    share = batch_size // k
+    calls = next(c for c in range(1, share + 1) if share % c == 0 and (
+        k * activation_bytes(config, share // c) <= CPU_STEP_ACTIVATIONS or c == share))
+    return k, calls
 
 
-def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig, cores: int):
-    """make_train_step's step on `cores` CPU cores at once, each the forward and backward of batch_size // cores rows
-    (for every micro-step) with its own gradient buffers, every kernel on its core, one jit captured once and copied
-    for the other cores (cpu.replica: a capture is seconds of Python at the preset's size); then one
-    jitted sum of those gradients, clip and AdamW, split across the cores. The same arithmetic up to the order of the
-    gradients' sums. Split kernel by kernel instead, each kernel's output crosses to the other core, which on a VM
-    whose vCPUs move apart is up to 1.45x slower (cpu/runtime.py, BENCHMARKS.md)."""
+def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig):
+    """make_train_step's step on the CPU's cores at once (step_cores), each the forward and backward of its share of
+    the rows (for every micro-step) into gradient buffers of its own, in one or more calls of equal rows, every kernel
+    on its core: one jit, captured once and copied for the other cores (cpu.replica: a capture is seconds of Python at
+    the preset's size); then one jitted sum of those gradients, clip and AdamW, split across the cores. The same
+    arithmetic up to the order of the gradients' sums. Split kernel by kernel instead, each kernel's output crosses to
+    the other core, which on a VM whose vCPUs move apart is up to 1.45x slower (cpu/runtime.py, BENCHMARKS.md)."""
+    cores, calls = step_cores(model.config, cfg.batch_size, data.device)
     params = optimizer.params
     dtype = DTYPES[resolve_dtype(cfg.dtype, data.device)[0]]
-    rows, accum = cfg.batch_size // cores, cfg.gradient_accumulation_steps
-    print(f"each batch of {cfg.batch_size} rows runs as {cores} shares of {rows}, one per CPU core at once, "
-          "gradients summed")
+    rows, accum = cfg.batch_size // (cores * calls), cfg.gradient_accumulation_steps
+    print(f"each batch of {cfg.batch_size} rows runs as {cores} shares of {rows * calls}, one per CPU core at once"
+          + (f", each in {calls} calls of {rows} rows (about {activation_bytes(model.config, rows) / 2**20:,.0f} MiB of "
+             f"activations a call)" if calls > 1 else "") + ", gradients summed")
 
-    # one jit for every share, its buffers passed in: a share's calls are the same on other buffers
+    # one jit for every call, its buffers passed in: the calls are the same on other buffers
     @TinyJit
     @Context(TRAINING=1)
-    def share(ix: Tensor, loss_out: Tensor, *grads: Tensor) -> Tensor:
+    def share(ix: Tensor, keep: Tensor, loss_out: Tensor, *grads: Tensor) -> Tensor:
         optimizer.zero_grad()
         with autocast(model, dtype):
             for micro_step in range(accum):
                 x, y = get_batch(data, ix[micro_step], cfg.block_size)
                 _, loss = model(x, y)
-                (loss / (accum * cores)).backward()  # the mean over all rows of all micro-steps
-        sums = [g.assign(p.grad) for g, p in zip(grads, params)]
+                (loss / (accum * cores * calls)).backward()  # the mean over all rows of all micro-steps
+        sums = [g.assign(g * keep + p.grad) for g, p in zip(grads, params)]  # keep: 0 at a core's first call, then 1
         optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
-        return loss_out.assign(loss.reshape(1) / cores).realize(*sums)  # its share of the last micro-step's loss
+        return loss_out.assign(loss_out * keep + loss.reshape(1) / (cores * calls)).realize(*sums)  # of the last micro-step
 
-    # per share: its offsets, its loss, its gradients
-    shares = [(offsets_buffer((accum, rows), data.device), Tensor.zeros(1, device=data.device).contiguous().realize(),
-               gradient_buffers(params)) for _ in range(cores)]
+    # per core: its calls' offsets, its loss and its gradients
+    shares = [([offsets_buffer((accum, rows), data.device) for _ in range(calls)],
+               Tensor.zeros(1, device=data.device).contiguous().realize(), gradient_buffers(params)) for _ in range(cores)]
+    keeps = [Tensor(KEEP[i], device=data.device).contiguous().realize() for i in range(2)]
     loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()
 
     @TinyJit
@@ -285,22 +294,25 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
     capture_from_first_call(data.device, (share, update), model, optimizer)
     jits: list = []  # share's jit per core, once captured
 
-    def call(k: int) -> Tensor:
-        ix, loss_out, grads = shares[k]
-        jits[k](ix, loss_out, *grads)
+    def run_share(k: int) -> Tensor:
+        ixs, loss_out, grads = shares[k]
+        for j, ix in enumerate(ixs):
+            jits[k](ix, keeps[int(j > 0)], loss_out, *grads)
         return loss_out
 
     def step(offsets: np.ndarray) -> Tensor:
-        for i, (ix, _, _) in enumerate(shares):
-            write(ix, np.ascontiguousarray(offsets[:, i * rows:(i + 1) * rows]))
+        for k, (ixs, _, _) in enumerate(shares):
+            for j, ix in enumerate(ixs):
+                first = (k * calls + j) * rows
+                write(ix, np.ascontiguousarray(offsets[:, first:first + rows]))
         if jits:
-            losses = cpu_runtime.on_cores([lambda k=k: call(k) for k in range(cores)])
+            losses = cpu_runtime.on_cores([lambda k=k: run_share(k) for k in range(cores)])
         else:  # the first call captures; every other core takes a copy of it with scratch memory of its own (the
             losses = []  # copies run at once), or where there is none, a capture of its own in a scratch lane
             for k in range(cores):
                 jits.append(share if k == 0 else cpu.replica(share, k) or capture_on_first_call(TinyJit(share.fxn)))
                 with cpu.scratch_lane(k):
-                    losses.append(call(k))
+                    losses.append(run_share(k))
         return update(*losses)  # the last micro-step's loss, as nanoGPT logs it
     return step
 

@@ -82,28 +82,47 @@ def test_row_chunks_match_the_whole_batch(one_device, capsys):
         np.testing.assert_allclose(chunked[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-def test_a_step_on_the_cores_matches_the_step_split_kernel_by_kernel(one_device, monkeypatch):
-    """With the CPU runtime's pool, a CPU step that fits (row_chunks 1, no dropout) runs a share of the rows on each
-    core at once (make_core_parallel_train_step: a jit per core, every kernel on its thread, then one clip and
-    AdamW): the losses and weights of the step split kernel by kernel, but for the order of the gradients' float32
-    sums. (one_device is that step: chunks=1 keeps it.)"""
+@pytest.mark.parametrize("calls", [1, 2])
+def test_a_step_on_the_cores_matches_the_step_split_kernel_by_kernel(one_device, monkeypatch, calls):
+    """With the CPU runtime's pool, a CPU step without dropout runs a share of the rows on each core at once
+    (make_core_parallel_train_step: one jit and its replicas, every kernel on its core's thread, then one clip and
+    AdamW), in one call per core, or in 2 where the activations bound asks for it: the losses and weights of the step
+    split kernel by kernel, but for the order of the gradients' float32 sums. (one_device is that step: chunks=1.)"""
+    import nanogpt_tg.train as train_module
     from nanogpt_tg.cpu import runtime as cpu_runtime
     from nanogpt_tg.train import step_cores
 
-    if cpu_runtime.cores() < 2 or BASE["batch_size"] % cpu_runtime.cores():
+    cores = cpu_runtime.cores()
+    if cores < 2 or BASE["batch_size"] % (cores * calls):
         pytest.skip(f"the CPU runtime's pool is off (NANOGPT_TG_CPU_THREADS=0, one core, or no C compiler), or its "
-                    f"{cpu_runtime.cores()} threads do not divide the batch")
-    calls, on_cores = [], cpu_runtime.on_cores
-    monkeypatch.setattr(cpu_runtime, "on_cores", lambda fns: (calls.append(len(fns)), on_cores(fns))[1])
-    cores_losses, cores = run_steps((), 3, chunks=None)
-    assert calls == [cpu_runtime.cores()] * 2  # the first step captures each core's jit in turn; two replays at once
+                    f"{cores} threads do not divide the batch in {calls} calls each")
+    config = GPTConfig(**GPT_ARGS)
+    share = BASE["batch_size"] // cores
+    monkeypatch.setattr(train_module, "CPU_STEP_ACTIVATIONS", cores * activation_bytes(config, share // calls))
+    assert step_cores(config, BASE["batch_size"], "CPU") == (cores, calls)
+    ran, on_cores = [], cpu_runtime.on_cores
+    monkeypatch.setattr(cpu_runtime, "on_cores", lambda fns: (ran.append(len(fns)), on_cores(fns))[1])
+    cores_losses, weights = run_steps((), 3, chunks=None)
+    assert ran == [cores] * 2  # the first step captures one jit and copies it; two replays at once
     np.testing.assert_allclose(cores_losses, one_device[0], rtol=1e-5)
     for k in one_device[1]:
-        np.testing.assert_allclose(cores[k], one_device[1][k], rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(weights[k], one_device[1][k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_step_cores_takes_the_cpu_steps_without_dropout_whose_rows_divide(monkeypatch):
+    from nanogpt_tg.cpu import runtime as cpu_runtime
+    from nanogpt_tg.train import step_cores
+
+    monkeypatch.setattr(cpu_runtime, "cores", lambda: 2)
     config = GPTConfig(**GPT_ARGS)
-    assert step_cores(config, 8, "CPU") == cpu_runtime.cores() and step_cores(config, 8, "CUDA") == 1
-    assert step_cores(GPTConfig(**GPT_ARGS, dropout=0.1), 8, "CPU") == 1  # dropout's RNG is one counter
-    assert step_cores(config, cpu_runtime.cores() + 1, "CPU") == 1  # rows that do not divide: kernel by kernel
+    assert step_cores(config, 8, "CPU") == (2, 1) and step_cores(config, 8, "CUDA") == (1, 1)
+    assert step_cores(GPTConfig(**GPT_ARGS, dropout=0.1), 8, "CPU") == (1, 1)  # dropout's RNG is one counter
+    assert step_cores(config, 7, "CPU") == (1, 1)  # rows that do not divide: kernel by kernel
+    preset = GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.0)
+    assert step_cores(preset, 64, "CPU") == (2, 4)  # 8 rows a call: 2 x 0.29 GiB at once; 16 rows would be 1.15 GiB
+    assert 2 * activation_bytes(preset, 8) <= CPU_STEP_ACTIVATIONS < 2 * activation_bytes(preset, 16)
+    monkeypatch.setattr(cpu_runtime, "cores", lambda: 1)
+    assert step_cores(config, 8, "CPU") == (1, 1)
 
 
 def test_row_chunks_bound_a_cpu_step_only_where_it_is_large():
