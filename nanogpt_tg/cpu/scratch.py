@@ -38,7 +38,7 @@ REQUIRES = ("tinygrad.engine.jit:memory_plan_rewrite", "tinygrad.uop.ops:buffers
             "tinygrad.device:Buffer.ref", "tinygrad.helpers:mv_address", "tinygrad.helpers:diskcache_get",
             "tinygrad.helpers:diskcache_put", "tinygrad.engine.realize:get_call_arg_uops",
             "tinygrad.engine.realize:get_call_outs_ins",
-            "tinygrad.engine.jit:CapturedJit", "tinygrad.engine.jit:_TinyJit", "tinygrad.uop.ops:UOp.new_buffer",
+            "tinygrad.engine.jit:CapturedJit._written_uops", "tinygrad.engine.jit:_TinyJit", "tinygrad.uop.ops:UOp.new_buffer",
             "tinygrad.uop.ops:UOp.substitute")
 
 MAP_NORESERVE = 0x4000  # Linux's: reserve the range without committing memory for it
@@ -193,6 +193,9 @@ def replica(tiny_jit, lane_k: int):
         _remember()
     linear = captured._linear.substitute(swap, walk=True, enter_calls=True)
     copy = jit.CapturedJit(captured.ret, linear, captured.expected_names, captured.expected_input_info)
+    # the buffers its calls write besides inputs, which tinygrad finds on a first call (0.3 s at the preset's size):
+    # the original's, arenas swapped
+    copy.__dict__["_written_uops"] = {swap.get(u, u) for u in captured._written_uops}
     return jit._TinyJit(None, captured=copy)
 
 
