@@ -84,12 +84,13 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
     return norm
 
 
-# On the CPU a step whose activations would exceed this runs as row chunks of its batch, each chunk's forward and
-# backward one jitted call, their gradients summed; the optimizer then steps once, as on the whole batch. The
-# step's memory is first touched anew by every process (3.3 GiB at the preset's size: 15-20 s under a VM's
-# page faults, BENCHMARKS.md); in chunks it is about this size, the arithmetic the same.
+# On the CPU a step whose activations would exceed this runs in calls of fewer rows, each call's forward and backward
+# one jitted call, their gradients summed; the optimizer then steps once, as on the whole batch. On the cores
+# (step_cores) it bounds the calls running at once, all cores together; with dropout, the row chunks of the batch
+# (row_chunks). The step's memory is first touched anew by every process (3.3 GiB at the preset's size: 15-20 s
+# under a VM's page faults, BENCHMARKS.md); in calls it is about this size, the arithmetic the same.
 CPU_STEP_ACTIVATIONS = 1 << 30
-KEEP = np.array([[0.0], [1.0]], dtype=np.float32)  # a chunk's sums: restart (KEEP[0]) or go on (KEEP[1])
+KEEP = np.array([[0.0], [1.0]], dtype=np.float32)  # a call's sums: restart (KEEP[0]) or go on (KEEP[1])
 
 
 def activation_bytes(config, rows: int) -> int:
@@ -265,54 +266,55 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
           + (f", each in {calls} calls of {rows} rows (about {activation_bytes(model.config, rows) / 2**20:,.0f} MiB of "
              f"activations a call)" if calls > 1 else "") + ", gradients summed")
 
-    # one jit for every call, its buffers passed in: the calls are the same on other buffers
-    @TinyJit
-    @Context(TRAINING=1)
-    def share(ix: Tensor, keep: Tensor, loss_out: Tensor, *grads: Tensor) -> Tensor:
-        optimizer.zero_grad()
-        with autocast(model, dtype):
-            for micro_step in range(accum):
-                x, y = get_batch(data, ix[micro_step], cfg.block_size)
-                _, loss = model(x, y)
-                (loss / (accum * cores * calls)).backward()  # the mean over all rows of all micro-steps
-        sums = [g.assign(g * keep + p.grad) for g, p in zip(grads, params)]  # keep: 0 at a core's first call, then 1
-        optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
-        return loss_out.assign(loss_out * keep + loss.reshape(1) / (cores * calls)).realize(*sums)  # of the last micro-step
+    # per core: its offsets, keep (0.0 at its first call of a step, then 1.0), loss and gradients
+    shares = [(offsets_buffer((accum, rows), data.device), *(Tensor.zeros(1, device=data.device).contiguous()
+               for _ in range(2)), gradient_buffers(params)) for _ in range(cores)]
+    Tensor.realize(*[t for ix, keep, loss_out, _ in shares for t in (keep, loss_out)])
 
-    # per core: its calls' offsets, its loss and its gradients
-    shares = [([offsets_buffer((accum, rows), data.device) for _ in range(calls)],
-               Tensor.zeros(1, device=data.device).contiguous().realize(), gradient_buffers(params)) for _ in range(cores)]
-    keeps = [Tensor(KEEP[i], device=data.device).contiguous().realize() for i in range(2)]
+    def make_share(ix: Tensor, keep: Tensor, loss_out: Tensor, grads: list[Tensor]):
+        @TinyJit
+        @Context(TRAINING=1)
+        def share() -> Tensor:
+            optimizer.zero_grad()
+            with autocast(model, dtype):
+                for micro_step in range(accum):
+                    x, y = get_batch(data, ix[micro_step], cfg.block_size)
+                    _, loss = model(x, y)
+                    (loss / (accum * cores * calls)).backward()  # the mean over all rows of all micro-steps
+            sums = [g.assign(g * keep + p.grad) for g, p in zip(grads, params)]
+            optimizer.zero_grad()  # a live lazy gradient would keep its buffers out of the jit's memory plan
+            return loss_out.assign(loss_out * keep + loss.reshape(1) / (cores * calls)).realize(*sums)  # the last micro-step's
+        return share
     loss_sum = Tensor.zeros(1, device=data.device).contiguous().realize()
 
     @TinyJit
     @Context(TRAINING=1)
     def update(*losses: Tensor) -> Tensor:
-        grads = [sum(gs[1:], gs[0]) for gs in zip(*(grads for _, _, grads in shares))]
+        grads = [sum(gs[1:], gs[0]) for gs in zip(*(grads for *_, grads in shares))]
         return loss_sum.assign(sum(losses[1:], losses[0])).realize(*update_from(optimizer, grads, cfg.grad_clip))
 
-    capture_from_first_call(data.device, (share, update), model, optimizer)
-    jits: list = []  # share's jit per core, once captured
+    jits = [make_share(*shares[0])]  # core 0's; the others' once it is captured (the first step)
+    capture_from_first_call(data.device, (jits[0], update), model, optimizer)
 
-    def run_share(k: int) -> Tensor:
-        ixs, loss_out, grads = shares[k]
-        for j, ix in enumerate(ixs):
-            jits[k](ix, keeps[int(j > 0)], loss_out, *grads)
+    def run_share(k: int, offsets: np.ndarray) -> Tensor:
+        ix, keep, loss_out, _ = shares[k]
+        for j in range(calls):
+            first = (k * calls + j) * rows
+            write(ix, np.ascontiguousarray(offsets[:, first:first + rows]))
+            write(keep, KEEP[int(j > 0)])
+            jits[k]()
         return loss_out
 
     def step(offsets: np.ndarray) -> Tensor:
-        for k, (ixs, _, _) in enumerate(shares):
-            for j, ix in enumerate(ixs):
-                first = (k * calls + j) * rows
-                write(ix, np.ascontiguousarray(offsets[:, first:first + rows]))
-        if jits:
-            losses = cpu_runtime.on_cores([lambda k=k: run_share(k) for k in range(cores)])
-        else:  # the first call captures; every other core takes a copy of it with scratch memory of its own (the
-            losses = []  # copies run at once), or where there is none, a capture of its own in a scratch lane
-            for k in range(cores):
-                jits.append(share if k == 0 else cpu.replica(share, k) or capture_on_first_call(TinyJit(share.fxn)))
+        if len(jits) == cores:
+            losses = cpu_runtime.on_cores([lambda k=k: run_share(k, offsets) for k in range(cores)])
+        else:  # the first call captures core 0's jit; every other core takes a copy of it on its own buffers, with
+            losses = [run_share(0, offsets)]  # scratch memory of its own (the copies run at once), or where there is
+            for k in range(1, cores):  # none, a capture of its own in a scratch lane
+                own = dict(zip([*shares[0][:3], *shares[0][3]], [*shares[k][:3], *shares[k][3]]))
+                jits.append(cpu.replica(jits[0], k, own) or capture_on_first_call(make_share(*shares[k])))
                 with cpu.scratch_lane(k):
-                    losses.append(run_share(k))
+                    losses.append(run_share(k, offsets))
         return update(*losses)  # the last micro-step's loss, as nanoGPT logs it
     return step
 

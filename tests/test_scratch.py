@@ -88,7 +88,7 @@ def test_a_replica_runs_at_once_with_its_jit_on_other_buffers():
     """A replica of a captured jit (the train step's shares on the cores, one capture for all) has its arena in its
     own lane's range and no capture of its own, and run at once with the original on other input and output buffers,
     each writes what numpy computes (float32, rtol 1e-5). A jit that writes a buffer besides its inputs and arenas
-    gets none: both copies would write it."""
+    gets none (both copies would write it) unless the replica is given a buffer of its own in its place."""
     from nanogpt_tg.cpu import runtime
 
     rng = np.random.default_rng(3)
@@ -116,13 +116,20 @@ def test_a_replica_runs_at_once_with_its_jit_on_other_buffers():
         for out, d in zip(outs, data):
             np.testing.assert_allclose(out.numpy(), reference(d), rtol=1e-5, atol=1e-5)
 
-    count = Tensor.zeros(1).contiguous().realize()  # not an input: a replica would share it
+    counts = [Tensor.zeros(1).contiguous().realize() for _ in range(2)]  # not inputs: a replica would share one
 
     @TinyJit
     def g(x: Tensor, out: Tensor) -> Tensor:
-        return out.assign(((x @ w1).relu() @ w2) * 2).realize(count.assign(count + 1))
+        return out.assign(((x @ w1).relu() @ w2) * 2).realize(counts[0].assign(counts[0] + 1))
     g(xs[0], outs[0]), g(xs[0], outs[0])
     assert cpu.replica(g, 1) is None
+    copy = cpu.replica(g, 1, {counts[0]: counts[1]})  # unless it is given one of its own
+    for _ in range(3):
+        calls = [lambda: g(xs[0], outs[0]), lambda: copy(xs[1], outs[1])]
+        runtime.on_cores(calls) if runtime.cores() >= 2 else [c() for c in calls]
+    assert counts[0].item() == 5 and counts[1].item() == 3  # the eager call, the capture, 3 replays; 3 of the copy
+    np.testing.assert_allclose(outs[1].numpy(), (np.maximum(xs[1].numpy() @ w1.numpy(), 0) @ w2.numpy()) * 2,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_faulting_in_ahead_leaves_what_is_written():

@@ -124,11 +124,11 @@ def expect_scratch(key: str):
         expect(key)
 
 
-def replica(jit, k: int):
-    """A copy of the captured jit with scratch range k of its own, to run at once with it on other input buffers
-    (scratch.replica), without capturing again; None where the scratch patch is off or the copy would share memory
-    both write: capture another jit under scratch_lane(k) then."""
+def replica(jit, k: int, swap: dict | None = None):
+    """A copy of the captured jit with scratch range k of its own that reads and writes swap's values (Tensors) in
+    place of its keys, to run at once with it (scratch.replica), without capturing again; None where the scratch
+    patch is off or the copy would share memory both write: capture another jit under scratch_lane(k) then."""
     if status.get("scratch") != "on":
         return None
     from .scratch import replica
-    return replica(jit, k)
+    return replica(jit, k, swap)

@@ -10,7 +10,7 @@ Two jitted calls never run at once, and an arena holds nothing from one call to 
 inputs, outputs and state, is outside it), so here every CPU jit's arena begins at the same address: the start of a
 range of the machine's memory size, reserved but not committed. Its pages are touched once, for the largest arena.
 Calls that run at once (cpu.runtime.on_cores) each need their own: a jit captured under `lane(k)` gets range k, and
-`replica(jit, k)` is a captured jit again with its arenas in range k, for the same calls on other input buffers
+`replica(jit, k, swap)` is a captured jit again with its arenas in range k, for the same calls on other buffers
 without capturing them again (a capture is Python work of seconds at the preset's size).
 
 The range is faulted in ahead by a thread at idle priority (SCHED_IDLE: it runs only on a core nothing else wants)
@@ -171,17 +171,19 @@ def _written(linear) -> set:
     return out
 
 
-def replica(tiny_jit, lane_k: int):
-    """A copy of the captured tiny_jit whose scratch arenas are in lane lane_k's ranges, to be called at once with it
-    on other input buffers (cpu.runtime.on_cores); None where that would share memory both write: tiny_jit writes
-    a buffer that is neither an input nor an arena in a scratch range. Its calls return tiny_jit's return value:
-    read the results from the replica's own input buffers."""
+def replica(tiny_jit, lane_k: int, swap: dict | None = None):
+    """A copy of the captured tiny_jit whose scratch arenas are in lane lane_k's ranges, and that reads and writes
+    swap's values (realized Tensors) where tiny_jit reads and writes its keys: to be called at once with it
+    (cpu.runtime.on_cores), as tiny_jit would run on other buffers, without a capture. None where the two would
+    share memory both write: tiny_jit writes a buffer that is neither an input, an arena in a scratch range nor in
+    swap. Its calls return tiny_jit's return value: read the results from its own buffers."""
     captured = tiny_jit.captured
     lane_of = {(r.addr, key[0]): key for key, r in _ranges.items()}
-    swap, grew = {}, False
+    swap = {a.uop.base: b.uop.base for a, b in (swap or {}).items()}
+    grew = False
     for u in _written(captured.linear):
-        if u.op is Ops.PARAM:
-            continue  # an input: each caller passes its own
+        if u.op is Ops.PARAM or u in swap:
+            continue  # an input, which each caller passes, or a buffer of the copy's own
         b = buffers.get(u)
         key = lane_of.get((b.options.external_ptr, b.device)) if isinstance(b, Buffer) and b.options else None
         if key is None:
@@ -194,7 +196,7 @@ def replica(tiny_jit, lane_k: int):
     linear = captured._linear.substitute(swap, walk=True, enter_calls=True)
     copy = jit.CapturedJit(captured.ret, linear, captured.expected_names, captured.expected_input_info)
     # the buffers its calls write besides inputs, which tinygrad finds on a first call (0.3 s at the preset's size):
-    # the original's, arenas swapped
+    # the original's, swapped
     copy.__dict__["_written_uops"] = {swap.get(u, u) for u in captured._written_uops}
     return jit._TinyJit(None, captured=copy)
 
