@@ -171,7 +171,7 @@ def gradient_buffers(params: list[Tensor]) -> list[Tensor]:
     """A realized zero buffer per parameter, of its shape and dtype: where a jitted backward leaves its gradients for
     a later jitted update (update_from)."""
     grads = [Tensor.zeros(p.shape, dtype=p.dtype, device=p.device).contiguous() for p in params]
-    Tensor.realize(*grads)  # in one schedule: one by one was 0.1-0.2 s more of a start at the preset's size
+    Tensor.realize(*grads)  # in one schedule: one by one, each zero buffer was a schedule of its own
     return grads
 
 
@@ -254,8 +254,8 @@ def step_cores(config, batch_size: int, device: str) -> tuple[int, int]:
 def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: Tensor, cfg: TrainConfig):
     """make_train_step's step on the CPU's cores at once (step_cores), each the forward and backward of its share of
     the rows (for every micro-step) into gradient buffers of its own, in one or more calls of equal rows, every kernel
-    on its core: one jit, captured once and copied for the other cores (cpu.replica: a capture is seconds of Python at
-    the preset's size); then one jitted sum of those gradients, clip and AdamW, split across the cores. The same
+    on its core: one jit, captured once and copied for the other cores (cpu.replica: a capture is the slowest Python of
+    a start); then one jitted sum of those gradients, clip and AdamW, split across the cores. The same
     arithmetic up to the order of the gradients' sums. Split kernel by kernel instead, each kernel's output crosses to
     the other core, which on a VM whose vCPUs move apart is up to 1.45x slower (cpu/runtime.py, BENCHMARKS.md)."""
     cores, calls = step_cores(model.config, cfg.batch_size, data.device)
@@ -301,7 +301,8 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
         for j in range(calls):
             first = (k * calls + j) * rows
             write(ix, np.ascontiguousarray(offsets[:, first:first + rows]))
-            write(keep, KEEP[int(j > 0)])
+            if calls > 1:  # with one call, keep stays 0.0
+                write(keep, KEEP[int(j > 0)])
             jits[k]()
         return loss_out
 
@@ -311,8 +312,9 @@ def make_core_parallel_train_step(model: GPT, optimizer: OptimizerGroup, data: T
         else:  # the first call captures core 0's jit; every other core takes a copy of it on its own buffers, with
             losses = [run_share(0, offsets)]  # scratch memory of its own (the copies run at once), or where there is
             for k in range(1, cores):  # none, a capture of its own in a scratch lane
-                own = dict(zip([*shares[0][:3], *shares[0][3]], [*shares[k][:3], *shares[k][3]]))
-                jits.append(cpu.replica(jits[0], k, own) or capture_on_first_call(make_share(*shares[k])))
+                (*core0, grads0), (*own, grads) = shares[0], shares[k]
+                swap = dict(zip(core0 + grads0, own + grads))  # core 0's buffers -> this core's
+                jits.append(cpu.replica(jits[0], k, swap) or capture_on_first_call(make_share(*shares[k])))
                 with cpu.scratch_lane(k):
                     losses.append(run_share(k, offsets))
         return update(*losses)  # the last micro-step's loss, as nanoGPT logs it

@@ -11,7 +11,7 @@ inputs, outputs and state, is outside it), so here every CPU jit's arena begins 
 range of the machine's memory size, reserved but not committed. Its pages are touched once, for the largest arena.
 Calls that run at once (cpu.runtime.on_cores) each need their own: a jit captured under `lane(k)` gets range k, and
 `replica(jit, k, swap)` is a captured jit again with its arenas in range k, for the same calls on other buffers
-without capturing them again (a capture is Python work of seconds at the preset's size).
+without capturing them again (a capture is the slowest Python of a start).
 
 The range is faulted in ahead by a thread at idle priority (SCHED_IDLE: it runs only on a core nothing else wants)
 with MADV_POPULATE_WRITE, which leaves whatever is written there as it is: up to what the arenas planned so far need,
@@ -195,7 +195,7 @@ def replica(tiny_jit, lane_k: int, swap: dict | None = None):
         _remember()
     linear = captured._linear.substitute(swap, walk=True, enter_calls=True)
     copy = jit.CapturedJit(captured.ret, linear, captured.expected_names, captured.expected_input_info)
-    # the buffers its calls write besides inputs, which tinygrad finds on a first call (0.3 s at the preset's size):
+    # the buffers its calls write besides inputs, which tinygrad would walk the whole copy for on its first call:
     # the original's, swapped
     copy.__dict__["_written_uops"] = {swap.get(u, u) for u in captured._written_uops}
     return jit._TinyJit(None, captured=copy)
